@@ -1,0 +1,168 @@
+"""Decode one recording (or one offset/duration segment of it) to mono float32 at a target rate.
+
+Pure functions, no Ray: the decode stage wraps `decode_audio` and turns an `AudioError` into the
+row's `error` / `error_stage` values. Every failure a bad input can cause is an `AudioError` with
+a `category`, so the failed/ output can be grouped by cause; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import fsspec
+import numpy as np
+import soundfile as sf
+import soxr
+
+# libsndfile's SF_ERR_UNRECOGNISED_FORMAT: the bytes are not any container it knows, which is a
+# different fix for the user (convert the file) than a truncated or corrupt file.
+_SF_ERR_UNRECOGNISED_FORMAT = 1
+
+# An offset that lands within this much of the end is rounding in the manifest, not a bad segment.
+_END_TOLERANCE_S = 1e-3
+
+
+class AudioError(Exception):
+    """A recording that cannot be turned into samples; `category` is a short machine-readable cause.
+
+    Categories: not_found, read_error, decode_error, unsupported_format, empty_audio, bad_segment,
+    missing_audio.
+    """
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(message)
+        self.category = category
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the category when Ray pickles the exception across processes.
+        return (type(self), (self.category, str(self)))
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: np.ndarray  # float32, mono, at the requested target rate, C-contiguous
+    source_sample_rate: int
+    source_channels: int
+    duration_s: float  # of the decoded span, from source frames (exact, not from len(samples))
+
+
+def decode_audio(
+    source: str | None,
+    data: bytes | None = None,
+    *,
+    offset_s: float | None = None,
+    duration_s: float | None = None,
+    target_sr: int = 16000,
+    storage_options: dict | None = None,
+) -> DecodedAudio:
+    """Decode `data` if given (embedded audio; `source` then only names it), else read `source`.
+
+    `source` is anything fsspec opens: a local path, file://, s3://, gs://. With `offset_s` and/or
+    `duration_s` only that span is decoded (seeking where the format allows). A duration that runs
+    past the end of the file is clipped to the end; the returned `duration_s` is what was decoded.
+    """
+    name = source if source else "<embedded audio>"
+    if data is None and not source:
+        raise AudioError("missing_audio", "row has no audio path and no embedded audio bytes")
+    if target_sr <= 0:
+        raise ValueError(f"target_sr must be positive, got {target_sr}")
+    _check_segment(name, offset_s, duration_s)
+
+    try:
+        if data is not None:
+            frames, rate, channels = _decode_stream(io.BytesIO(data), name, offset_s, duration_s)
+        else:
+            with fsspec.open(source, "rb", **(storage_options or {})) as f:
+                frames, rate, channels = _decode_stream(f, name, offset_s, duration_s)
+    except AudioError:
+        raise
+    except FileNotFoundError as e:
+        raise AudioError("not_found", f"{name}: file not found") from e
+    except sf.LibsndfileError as e:
+        if e.code == _SF_ERR_UNRECOGNISED_FORMAT:
+            raise AudioError(
+                "unsupported_format",
+                f"{name}: not a recognised audio format (readable: wav, flac, mp3, ogg, opus)",
+            ) from e
+        raise AudioError("decode_error", f"{name}: cannot decode audio: {e.error_string}") from e
+    except (RuntimeError, EOFError) as e:
+        # soundfile raises plain RuntimeError (SoundFileRuntimeError) for some decoder failures.
+        raise AudioError("decode_error", f"{name}: cannot decode audio: {e}") from e
+    except OSError as e:
+        # Permission denied, network failure, a directory instead of a file, ...
+        raise AudioError("read_error", f"{name}: cannot read file: {e}") from e
+
+    mono = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0]
+    if rate != target_sr:
+        mono = soxr.resample(mono, rate, target_sr, quality="HQ")
+    samples = np.ascontiguousarray(mono, dtype=np.float32)
+    return DecodedAudio(
+        samples=samples,
+        source_sample_rate=rate,
+        source_channels=channels,
+        duration_s=frames.shape[0] / rate,
+    )
+
+
+def _check_segment(name: str, offset_s: float | None, duration_s: float | None) -> None:
+    if offset_s is not None and not (np.isfinite(offset_s) and offset_s >= 0):
+        raise AudioError("bad_segment", f"{name}: offset must be >= 0 seconds, got {offset_s}")
+    if duration_s is not None and not (np.isfinite(duration_s) and duration_s > 0):
+        raise AudioError("bad_segment", f"{name}: duration must be > 0 seconds, got {duration_s}")
+
+
+def _decode_stream(
+    stream: BinaryIO, name: str, offset_s: float | None, duration_s: float | None
+) -> tuple[np.ndarray, int, int]:
+    """Return (frames as float32 [n, channels], source rate, channels) for the requested span."""
+    with sf.SoundFile(stream) as f:
+        rate, channels, total = int(f.samplerate), int(f.channels), int(f.frames)
+        if total <= 0:
+            # Some streams report 0 frames up front yet decode fine; only reading tells.
+            frames = f.read(dtype="float32", always_2d=True)
+            total = frames.shape[0]
+            if total == 0:
+                raise AudioError("empty_audio", f"{name}: file contains no audio frames")
+            return _slice(frames, rate, name, offset_s, duration_s), rate, channels
+
+        start, count = _span(total, rate, name, offset_s, duration_s)
+        if start == 0 and count == total:
+            frames = f.read(dtype="float32", always_2d=True)
+        elif f.seekable():
+            f.seek(start)
+            frames = f.read(count, dtype="float32", always_2d=True)
+        else:
+            frames = f.read(dtype="float32", always_2d=True)[start : start + count]
+    if frames.shape[0] == 0:
+        raise AudioError("empty_audio", f"{name}: file contains no audio frames")
+    return frames, rate, channels
+
+
+def _span(
+    total: int, rate: int, name: str, offset_s: float | None, duration_s: float | None
+) -> tuple[int, int]:
+    """Frame range [start, start + count) for the segment, clipped to the file."""
+    start = int(round((offset_s or 0.0) * rate))
+    if start >= total:
+        if offset_s is not None and offset_s - total / rate >= _END_TOLERANCE_S:
+            raise AudioError(
+                "bad_segment",
+                f"{name}: offset {offset_s:.3f} s is beyond the end of the audio "
+                f"({total / rate:.3f} s)",
+            )
+        # Offset is the end within rounding: nothing left to decode.
+        raise AudioError("empty_audio", f"{name}: segment at {offset_s:.3f} s has no audio frames")
+    count = total - start
+    if duration_s is not None:
+        count = min(count, max(1, int(round(duration_s * rate))))
+    return start, count
+
+
+def _slice(
+    frames: np.ndarray, rate: int, name: str, offset_s: float | None, duration_s: float | None
+) -> np.ndarray:
+    start, count = _span(frames.shape[0], rate, name, offset_s, duration_s)
+    return frames[start : start + count]
+

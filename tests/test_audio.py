@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.audio import AudioError, DecodedAudio, decode_audio
+
+SPEECH = Path(__file__).parent / "assets" / "speech"
+
+# file -> (source rate, source channels), as written by tests/assets/make_speech.py
+CLIPS = {
+    "en_wav16k.wav": (16000, 1),
+    "de_flac44k_stereo.flac": (44100, 2),
+    "fr_mp3_22k.mp3": (22050, 1),
+    "en_opus48k.opus": (48000, 1),
+    "de_wav8k.wav": (8000, 1),
+    "fr_vorbis32k_stereo.ogg": (32000, 2),
+    "en_long_16k.flac": (16000, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_decodes_every_format_to_16k_mono(name: str) -> None:
+    path = SPEECH / name
+    rate, channels = CLIPS[name]
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels) == (rate, channels)
+
+    out = decode_audio(str(path))
+
+    assert isinstance(out, DecodedAudio)
+    assert out.source_sample_rate == rate
+    assert out.source_channels == channels
+    assert abs(out.duration_s - info.duration) <= 0.01 * info.duration
+    assert out.samples.dtype == np.float32
+    assert out.samples.ndim == 1
+    assert out.samples.flags["C_CONTIGUOUS"]
+    assert abs(len(out.samples) - out.duration_s * 16000) <= 2
+    assert 0.05 < float(np.max(np.abs(out.samples))) < 1.0
+
+
+def test_file_uri_and_embedded_bytes_give_the_same_samples() -> None:
+    path = SPEECH / "fr_mp3_22k.mp3"
+    from_path = decode_audio(str(path))
+    from_uri = decode_audio(path.as_uri())
+    from_bytes = decode_audio("clips/whatever.mp3", data=path.read_bytes())
+    np.testing.assert_array_equal(from_path.samples, from_uri.samples)
+    np.testing.assert_array_equal(from_path.samples, from_bytes.samples)
+    assert from_bytes.source_sample_rate == 22050
+
+
+def test_stereo_is_downmixed_by_mean() -> None:
+    path = SPEECH / "de_flac44k_stereo.flac"
+    stereo, rate = sf.read(str(path), dtype="float32")
+    out = decode_audio(str(path), target_sr=rate)  # same rate: no resampling in the way
+    np.testing.assert_allclose(out.samples, stereo.mean(axis=1), atol=1e-7)
+
+
+def test_target_rate_is_respected() -> None:
+    out = decode_audio(str(SPEECH / "en_wav16k.wav"), target_sr=8000)
+    assert abs(len(out.samples) - out.duration_s * 8000) <= 1
+
+
+def test_same_rate_returns_source_samples_unchanged() -> None:
+    path = SPEECH / "en_wav16k.wav"
+    raw, _ = sf.read(str(path), dtype="float32")
+    np.testing.assert_array_equal(decode_audio(str(path)).samples, raw)
+
+
+@pytest.mark.parametrize("name", ["en_wav16k.wav", "de_flac44k_stereo.flac", "fr_mp3_22k.mp3",
+                                  "en_opus48k.opus", "fr_vorbis32k_stereo.ogg"])
+def test_segment_decodes_exactly_that_span(name: str) -> None:
+    path = SPEECH / name
+    full, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    start, count = int(round(0.5 * rate)), int(round(1.25 * rate))
+    expected = full[start : start + count].mean(axis=1, dtype=np.float32)
+
+    out = decode_audio(str(path), offset_s=0.5, duration_s=1.25, target_sr=rate)
+
+    assert out.duration_s == pytest.approx(count / rate, abs=1e-9)
+    assert len(out.samples) == count
+    np.testing.assert_allclose(out.samples, expected, atol=1e-6)
+
+
+def test_segment_resampled_length() -> None:
+    out = decode_audio(str(SPEECH / "en_long_16k.flac"), offset_s=12.5, duration_s=7.0)
+    assert out.duration_s == pytest.approx(7.0)
+    assert len(out.samples) == 7 * 16000
+
+
+def test_offset_only_decodes_to_the_end() -> None:
+    path = SPEECH / "de_wav8k.wav"
+    total = sf.info(str(path)).frames
+    out = decode_audio(str(path), offset_s=1.0)
+    assert out.duration_s == pytest.approx((total - 8000) / 8000)
+
+
+def test_duration_past_the_end_is_clipped() -> None:
+    path = SPEECH / "de_wav8k.wav"
+    total = sf.info(str(path)).frames
+    out = decode_audio(str(path), offset_s=2.0, duration_s=100.0, target_sr=8000)
+    assert len(out.samples) == total - 16000
+
+
+def test_segment_from_embedded_bytes() -> None:
+    path = SPEECH / "fr_vorbis32k_stereo.ogg"
+    a = decode_audio(str(path), offset_s=0.25, duration_s=1.0)
+    b = decode_audio(None, data=path.read_bytes(), offset_s=0.25, duration_s=1.0)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert len(a.samples) == 16000
+
+
+def _category(excinfo: pytest.ExceptionInfo[AudioError]) -> str:
+    return excinfo.value.category
+
+
+def test_missing_file_is_not_found(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.wav"
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(missing))
+    assert _category(e) == "not_found"
+    assert "nope.wav" in str(e.value)
+
+
+def test_garbage_bytes_are_unsupported_format(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"this is not audio at all" * 100)
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(bad))
+    assert _category(e) == "unsupported_format"
+    assert "notes.wav" in str(e.value)
+
+
+def test_truncated_flac_is_decode_error(tmp_path: Path) -> None:
+    data = (SPEECH / "de_flac44k_stereo.flac").read_bytes()
+    bad = tmp_path / "cut.flac"
+    bad.write_bytes(data[:2000])
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(bad))
+    assert _category(e) == "decode_error"
+    assert "cut.flac" in str(e.value)
+
+
+def test_truncated_wav_header_is_decode_error() -> None:
+    data = (SPEECH / "en_wav16k.wav").read_bytes()[:30]
+    with pytest.raises(AudioError) as e:
+        decode_audio("s3://bucket/short.wav", data=data)
+    assert _category(e) == "decode_error"
+    assert str(e.value).startswith("s3://bucket/short.wav: ")
+
+
+def test_zero_frames_is_empty_audio(tmp_path: Path) -> None:
+    empty = tmp_path / "silent.wav"
+    sf.write(str(empty), np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(empty))
+    assert _category(e) == "empty_audio"
+    assert "silent.wav" in str(e.value)
+
+
+def test_offset_beyond_end_is_bad_segment() -> None:
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(SPEECH / "en_wav16k.wav"), offset_s=10.0)
+    assert _category(e) == "bad_segment"
+    assert "en_wav16k.wav" in str(e.value)
+
+
+@pytest.mark.parametrize("offset,duration", [(-1.0, None), (0.0, 0.0), (0.0, -2.0),
+                                             (float("nan"), None)])
+def test_invalid_segment_values_are_bad_segment(offset: float, duration: float | None) -> None:
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(SPEECH / "en_wav16k.wav"), offset_s=offset, duration_s=duration)
+    assert _category(e) == "bad_segment"
+
+
+def test_no_source_and_no_bytes_is_missing_audio() -> None:
+    with pytest.raises(AudioError) as e:
+        decode_audio(None)
+    assert _category(e) == "missing_audio"
+
+
+def test_directory_is_read_error(tmp_path: Path) -> None:
+    with pytest.raises(AudioError) as e:
+        decode_audio(str(tmp_path))
+    assert _category(e) == "read_error"
+
+
+def test_audio_error_survives_pickling() -> None:
+    err = pickle.loads(pickle.dumps(AudioError("not_found", "x.wav: file not found")))
+    assert err.category == "not_found"
+    assert str(err) == "x.wav: file not found"
