@@ -1,0 +1,98 @@
+"""Where model weights come from: a hub id, a local directory, or an object-storage prefix.
+
+An object-storage prefix is copied once per node into a local cache. Several actors on one node
+start at the same time, so the copy is guarded by a file lock and published with an atomic
+rename: nobody ever reads a half-written directory, and nobody downloads it twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+_REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "abfs://")
+_COMPLETE_MARKER = ".complete"
+
+
+class ModelSourceError(RuntimeError):
+    pass
+
+
+def is_remote(model: str) -> bool:
+    return model.startswith(_REMOTE_SCHEMES)
+
+
+def _cache_dir_for(model: str, cache_root: str) -> Path:
+    digest = hashlib.sha256(model.rstrip("/").encode()).hexdigest()[:16]
+    name = model.rstrip("/").rsplit("/", 1)[-1] or "model"
+    return Path(cache_root) / f"{name}-{digest}"
+
+
+def _copy_prefix(model: str, dest: Path, storage_options: dict) -> int:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(model.rstrip("/"), **storage_options)
+    files = [f for f in fs.find(root) if not f.endswith("/")]
+    if not files:
+        raise ModelSourceError(f"model prefix {model} holds no files")
+    for remote in files:
+        rel = remote[len(root):].lstrip("/")
+        local = dest / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(local))
+    return len(files)
+
+
+def resolve_model(model: str, cache_root: str, storage_options: dict | None = None) -> str:
+    """Return what vLLM should load: a local directory, or the hub id unchanged.
+
+    Hub ids are left to vLLM / huggingface_hub, whose cache already locks per file.
+    """
+    if is_remote(model):
+        return str(sync_remote_model(model, cache_root, storage_options or {}))
+    local = Path(model).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelSourceError(f"model directory {local} has no config.json")
+        return str(local.resolve())
+    if model.startswith(("/", "./", "../")) or model.count("/") != 1:
+        raise ModelSourceError(
+            f"model '{model}' is neither an existing directory, an s3:// or gs:// prefix, "
+            "nor a hub id like 'Qwen/Qwen3-ASR-0.6B'"
+        )
+    return model
+
+
+def sync_remote_model(model: str, cache_root: str, storage_options: dict) -> Path:
+    dest = _cache_dir_for(model, cache_root)
+    if (dest / _COMPLETE_MARKER).exists():
+        return dest
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    lock_path = dest.with_name(dest.name + ".lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other actors on this node wait here
+        try:
+            if (dest / _COMPLETE_MARKER).exists():
+                return dest
+            staging = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            start = time.monotonic()
+            try:
+                count = _copy_prefix(model, staging, storage_options)
+            except ModelSourceError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            except Exception as e:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ModelSourceError(f"copying model from {model} failed: {type(e).__name__}: {e}") from e
+            (staging / _COMPLETE_MARKER).write_text(f"{count} files in {time.monotonic() - start:.1f}s\n")
+            shutil.rmtree(dest, ignore_errors=True)
+            os.rename(staging, dest)
+            return dest
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

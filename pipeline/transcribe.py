@@ -1,0 +1,202 @@
+"""The transcription pipeline as a Ray Data graph, plus the run that writes and accounts for it.
+
+manifest -> normalize -> [duplicate-id check] -> decode + resample + plan chunks (CPU tasks)
+-> ASR actor pool -> score (CPU) -> results/ + failed/ Parquet + metrics.json
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import ray
+
+from pipeline.config import JobConfig
+from pipeline.decode_stage import DecodeStage
+from pipeline.manifest import detect_format, normalize_manifest
+from pipeline.schema import conform
+from pipeline.score_stage import score_batch
+from pipeline import storage
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = "results"
+FAILED_DIR = "failed"
+METRICS_FILE = "metrics.json"
+
+
+class DuplicateIdError(ValueError):
+    pass
+
+
+class AccountingError(RuntimeError):
+    pass
+
+
+def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
+    uri = cfg.input.manifest
+    fmt = cfg.input.format or detect_format(uri)
+    fs, path = storage.arrow_fs(uri, cfg.input.storage_options)
+    if fmt == "jsonl":
+        ds = ray.data.read_json(path, filesystem=fs, lines=True)
+    elif fmt in ("csv", "tsv"):
+        # Every column as text: a transcript of digits must not become an integer column.
+        delimiter = "\t" if fmt == "tsv" else ","
+        # Common Voice TSVs leave quotes in sentences unescaped.
+        parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if fmt == "tsv" else '"')
+        convert = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in _csv_header(uri, delimiter, cfg.input.storage_options)},
+            strings_can_be_null=True,
+        )
+        ds = ray.data.read_csv(path, filesystem=fs, parse_options=parse, convert_options=convert)
+    else:
+        ds = ray.data.read_parquet(path, filesystem=fs)
+    if cfg.input.limit:
+        ds = ds.limit(cfg.input.limit)
+    manifest_dir = storage.dirname(uri)
+    if not storage.has_scheme(uri):
+        import os
+
+        manifest_dir = os.path.dirname(os.path.abspath(uri))
+    return ds.map_batches(
+        normalize_manifest,
+        batch_format="pyarrow",
+        fn_kwargs={"manifest_dir": manifest_dir, "column_map": dict(cfg.input.column_map)},
+    )
+
+
+def _csv_header(uri: str, delimiter: str, storage_options: dict) -> list[str]:
+    # Every column as text: a transcript of digits must not become an integer column.
+    fs, path = storage.fsspec_fs(uri, storage_options)
+    with fs.open(path, "r", encoding="utf-8", errors="replace") as f:
+        return [c.strip().strip('"') for c in f.readline().rstrip("\r\n").split(delimiter)]
+
+
+def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
+    dupes = (
+        manifest.select_columns(["id"])
+        .groupby("id")
+        .count()
+        .filter(lambda row: row["count()"] > 1)
+        .take(show)
+    )
+    if dupes:
+        listed = ", ".join(f"{d['id']!r} x{d['count()']}" for d in dupes)
+        raise DuplicateIdError(f"manifest has duplicate ids (first {len(dupes)}): {listed}")
+
+
+def _asr_resources(cfg: JobConfig) -> dict:
+    gpus = cfg.asr.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"num_gpus": gpus, "num_cpus": cfg.asr.cpus_per_actor}
+
+
+def build_pipeline(cfg: JobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+    ds = manifest.map_batches(
+        DecodeStage,
+        fn_constructor_kwargs={
+            "max_chunk_s": cfg.asr.max_chunk_s,
+            "storage_options": dict(cfg.input.storage_options),
+        },
+        batch_format="pyarrow",
+        batch_size=cfg.decode.batch_size,
+        num_cpus=cfg.decode.num_cpus,
+        concurrency=cfg.decode.concurrency,
+    )
+    from actors.asr_actor import AsrActor  # light: the engine itself is imported in the actor
+
+    in_flight = cfg.asr.max_in_flight_batches
+    ds = ds.map_batches(
+        AsrActor,
+        fn_constructor_kwargs={
+            "model": cfg.asr.model,
+            "model_cache_dir": cfg.asr.model_cache_dir,
+            "storage_options": dict(cfg.input.storage_options),
+            "max_new_tokens": cfg.asr.max_new_tokens,
+            "language": cfg.asr.language,
+            "context": cfg.asr.context,
+            "engine": cfg.asr.engine.model_dump(),
+            "max_chunk_s": cfg.asr.max_chunk_s,
+        },
+        batch_format="pyarrow",
+        batch_size=cfg.asr.batch_size,
+        compute=ray.data.ActorPoolStrategy(
+            min_size=cfg.asr.pool.min_size,
+            max_size=cfg.asr.pool.max_size,
+            # Enough queued tasks to keep `in_flight` batches running on every actor.
+            max_tasks_in_flight_per_actor=2 * in_flight,
+        ),
+        max_concurrency=in_flight,
+        **_asr_resources(cfg),
+    )
+    if cfg.score.enabled:
+        ds = ds.map_batches(score_batch, batch_format="pyarrow", batch_size=256)
+    return ds
+
+
+@dataclass
+class RunResult:
+    rows_read: int
+    rows_written: int
+    rows_failed: int
+    metrics: dict
+
+
+def run(cfg: JobConfig) -> RunResult:
+    """Run the whole job on the current Ray cluster; returns counts and the metrics written."""
+    from pipeline.metrics import collect_metrics, print_summary
+
+    started = time.time()
+    phase: dict[str, float] = {}
+    out = cfg.output.path
+    so = cfg.output.storage_options
+    results_uri = storage.join(out, RESULTS_DIR)
+    failed_uri = storage.join(out, FAILED_DIR)
+
+    t = time.perf_counter()
+    manifest = read_manifest(cfg).materialize()
+    rows_read = manifest.count()
+    check_unique_ids(manifest)
+    phase["read_manifest_s"] = time.perf_counter() - t
+    logger.info("manifest: %d rows", rows_read)
+
+    if cfg.output.overwrite:
+        storage.remove_prefix(results_uri, so)
+        storage.remove_prefix(failed_uri, so)
+
+    t = time.perf_counter()
+    processed = build_pipeline(cfg, manifest).materialize()
+    phase["process_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ok = processed.filter(lambda r: r["error"] is None)
+    bad = processed.filter(lambda r: r["error"] is not None)
+    rows_written = _write(ok, results_uri, so)
+    rows_failed = _write(bad, failed_uri, so)
+    phase["write_s"] = time.perf_counter() - t
+
+    if rows_read != rows_written + rows_failed:
+        raise AccountingError(
+            f"rows read ({rows_read}) != rows written ({rows_written}) + rows failed ({rows_failed})"
+        )
+    metrics = collect_metrics(
+        cfg, processed, rows_read=rows_read, rows_written=rows_written, rows_failed=rows_failed,
+        wall_s=time.time() - started, phases=phase,
+    )
+    storage.write_json(storage.join(out, METRICS_FILE), metrics, so)
+    print_summary(metrics)
+    return RunResult(rows_read, rows_written, rows_failed, metrics)
+
+
+def _write(ds: ray.data.Dataset, uri: str, storage_options: dict) -> int:
+    conformed = ds.map_batches(conform, batch_format="pyarrow", batch_size=1024)
+    count = conformed.count()
+    if count == 0:
+        return 0
+    fs, path = storage.arrow_fs(uri, storage_options)
+    conformed.write_parquet(path, filesystem=fs)
+    return count
