@@ -3,8 +3,8 @@
 Run from the repository root:  .venv/bin/python tests/assets/make_speech.py
 
 The output is committed; this script documents how it was made and rebuilds it. espeak-ng and
-soxr are deterministic for a given version, so a rerun with the same versions gives the same
-samples (lossy encoders may differ in bytes across libsndfile versions).
+soxr are deterministic for a given version: a rerun with the same versions gives the same wav,
+flac and mp3 bytes; Ogg files get a random stream serial number, so only their bytes differ.
 
 Each clip is stored in a different container / rate / channel layout so that the decoder is
 exercised on everything the pipeline claims to read. One ~40 s recording with pauses between
