@@ -1,0 +1,74 @@
+"""Shared, session-scoped real parts: one Ray, one S3 server on loopback, one tiny checkpoint.
+
+Each Ray start costs seconds and each vLLM engine start about 20 s on 2 cores, so they are
+built once per test session and the end-to-end run is asserted from several tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+SPEECH = ASSETS / "speech"
+
+# Never reach a cloud credential chain or a metadata server from tests.
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ.pop("AWS_PROFILE", None)
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+@dataclass
+class S3:
+    url: str
+    storage_options: dict
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://127.0.0.1:{port}"
+    yield S3(url, {"endpoint_url": url, "key": "testing", "secret": "testing"})
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_dir(tmp_path_factory) -> str:
+    from tests.fixtures.tiny_asr import build_tiny_asr
+
+    return build_tiny_asr(str(tmp_path_factory.mktemp("models") / "tiny-qwen3-asr"))
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory) -> Path:
+    """A writable copy of the bundled speech assets (tests add broken files beside them)."""
+    dest = tmp_path_factory.mktemp("speech") / "speech"
+    shutil.copytree(SPEECH, dest)
+    return dest
