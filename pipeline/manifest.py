@@ -115,7 +115,8 @@ def normalize_manifest(
         if embedded is not None:
             audio_bytes = embedded
     if "audio_bytes" in sources:
-        audio_bytes = _cast(_column(table, sources["audio_bytes"]), pa.binary(), sources["audio_bytes"])
+        source = sources["audio_bytes"]
+        audio_bytes = _cast(_column(table, source), pa.binary(), source)
 
     def text(name: str, *, empty_is_null: bool = True) -> pa.Array:
         if name not in sources:

@@ -87,7 +87,7 @@ def score_row(reference: str, hypothesis: str, language: str | None) -> RowScore
 def corpus_error_rate(scores: Iterable[RowScore]) -> float | None:
     """sum(errors) / sum(ref_units); None when there is nothing to measure against.
 
-    Mixing word and char rows in one rate is the caller's choice; report them per unit if both occur.
+    Mixing word and char rows in one rate is the caller's choice; report per unit if both occur.
     """
     errors = 0
     units = 0
