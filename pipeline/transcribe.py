@@ -41,7 +41,7 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
     fmt = cfg.input.format or detect_format(uri)
     fs, path = storage.arrow_fs(uri, cfg.input.storage_options)
     if fmt == "jsonl":
-        ds = ray.data.read_json(path, filesystem=fs, lines=True)
+        ds = ray.data.read_json(path, filesystem=fs)  # newline-delimited, via pyarrow
     elif fmt in ("csv", "tsv"):
         # Every column as text: a transcript of digits must not become an integer column.
         delimiter = "\t" if fmt == "tsv" else ","

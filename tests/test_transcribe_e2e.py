@@ -47,6 +47,7 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
         if not fs.exists(bucket):
             fs.mkdir(bucket)
     _upload_dir(fs, SPEECH, "corpus/set1/audio")
+    fs.rm("corpus/set1/audio/manifest.jsonl")
     _upload_dir(fs, Path(tiny_asr_dir), "models/tiny-qwen3-asr")
     fs.pipe_file("corpus/set1/audio/corrupt.wav", b"this is a text file, not a RIFF wave")
     rows = []
@@ -103,7 +104,7 @@ def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
     assert failed["missing"]["error"].startswith("not_found:")
     assert "does_not_exist.wav" in failed["missing"]["error"]
     assert failed["corrupt"]["error_stage"] == "decode"
-    assert failed["corrupt"]["error"].startswith("decode_error:")
+    assert failed["corrupt"]["error"].startswith("unsupported_format:")
     for row in s3_run["results"]:
         assert row["error"] is None and row["error_stage"] is None
         assert isinstance(row["text"], str)
@@ -158,7 +159,7 @@ def test_metrics(s3_run):
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
-    assert m["failures_by_reason"] == {"decode:not_found": 1, "decode:decode_error": 1}
+    assert m["failures_by_reason"] == {"decode:not_found": 1, "decode:unsupported_format": 1}
     assert m["stage_s"]["asr_engine_busy_s"] > 0
     assert m["versions"]["ray"] == "2.60.0"
     assert m["config"]["asr"]["max_chunk_s"] == MAX_CHUNK_S
