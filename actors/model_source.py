@@ -90,7 +90,9 @@ def sync_remote_model(model: str, cache_root: str, storage_options: dict) -> Pat
             except Exception as e:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise ModelSourceError(f"copying model from {model} failed: {type(e).__name__}: {e}") from e
-            (staging / _COMPLETE_MARKER).write_text(f"{count} files in {time.monotonic() - start:.1f}s\n")
+            (staging / _COMPLETE_MARKER).write_text(
+                f"{count} files from {model} in {time.monotonic() - start:.1f}s by pid {os.getpid()}\n"
+            )
             shutil.rmtree(dest, ignore_errors=True)
             os.rename(staging, dest)
             return dest

