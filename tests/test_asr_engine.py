@@ -250,6 +250,16 @@ def test_engine_concurrent_requests(tiny_asr_dir):
             assert isinstance(short["text"], str)
             again = await engine.transcribe(clips[1])
             assert again["raw"] == results[1]["raw"]  # greedy: same input, same output
+
+            # Engine death is not a row error: kill the EngineCore process this test started.
+            import psutil
+
+            cores = [p for p in psutil.Process().children() if p.name() == "VLLM::EngineCore"]
+            assert len(cores) == 1
+            cores[0].kill()
+            with pytest.raises(EngineDeadError):
+                await asyncio.wait_for(engine.transcribe(clips[0]), timeout=60)
+            assert engine.is_dead
         finally:
             engine.shutdown()
         with pytest.raises(EngineDeadError):
