@@ -93,14 +93,11 @@ class AsrActor:
         local = resolve_model(model, model_cache_dir, storage_options)
         engine = dict(engine or {})
         extra = engine.pop("extra", {}) or {}
-        # Encoder cache is sized from max_num_batched_tokens: it must hold the longest chunk
-        # (about 13 audio tokens per second).
-        needed = int(max_chunk_s * 13) + 256
-        if engine.get("max_num_batched_tokens") is None:
-            engine["max_num_batched_tokens"] = max(needed, 8192)
+        # The engine sizes its encoder cache for the longest chunk it will be sent.
         self.engine = AsrEngine(
             local,
             max_new_tokens=max_new_tokens,
+            max_audio_s=max_chunk_s,
             engine_kwargs=extra,
             **engine,
         )

@@ -16,6 +16,8 @@ import time
 import uuid
 from typing import Any
 
+from pipeline.languages import LANGUAGE_CODES, LANGUAGE_NAMES, NAME_BY_LOWER, language_name  # noqa: F401 (re-exported)
+
 SAMPLE_RATE = 16000
 # The qwen-asr reference pads inputs shorter than 0.5 s: shorter clips give zero audio tokens
 # (vLLM then rejects the request as "too short to be represented inside the model").
@@ -30,25 +32,7 @@ PROMPT_TEXT_BUDGET = 1024
 ASR_TEXT_TAG = "<asr_text>"
 _LANGUAGE_PREFIX = "language "
 
-# The model's language names (the forced-language suffix must use exactly these).
-LANGUAGE_NAMES: tuple[str, ...] = (
-    "Chinese", "English", "Cantonese", "Arabic", "German", "French", "Spanish", "Portuguese",
-    "Indonesian", "Italian", "Korean", "Russian", "Thai", "Vietnamese", "Japanese", "Turkish",
-    "Hindi", "Malay", "Dutch", "Swedish", "Danish", "Finnish", "Polish", "Czech", "Filipino",
-    "Persian", "Greek", "Hungarian", "Macedonian", "Romanian",
-)  # fmt: skip
-
-# ISO 639-1 (and a few 639-2/3) codes -> model language name.
-LANGUAGE_CODES: dict[str, str] = {
-    "zh": "Chinese", "en": "English", "yue": "Cantonese", "ar": "Arabic", "de": "German",
-    "fr": "French", "es": "Spanish", "pt": "Portuguese", "id": "Indonesian", "it": "Italian",
-    "ko": "Korean", "ru": "Russian", "th": "Thai", "vi": "Vietnamese", "ja": "Japanese",
-    "tr": "Turkish", "hi": "Hindi", "ms": "Malay", "nl": "Dutch", "sv": "Swedish", "da": "Danish",
-    "fi": "Finnish", "pl": "Polish", "cs": "Czech", "fil": "Filipino", "tl": "Filipino",
-    "fa": "Persian", "el": "Greek", "hu": "Hungarian", "mk": "Macedonian", "ro": "Romanian",
-}  # fmt: skip
-
-_NAME_BY_LOWER = {name.lower(): name for name in LANGUAGE_NAMES}
+_NAME_BY_LOWER = NAME_BY_LOWER
 # ChatML control tokens must not be injectable through the user-supplied context.
 _CHATML_TOKEN = re.compile(r"<\|[^|]+\|>")
 
@@ -65,27 +49,8 @@ class EngineDeadError(RuntimeError):
 
 
 def normalize_language(language: str | None) -> str | None:
-    """Map an ISO code ("en", "zh-CN", "yue") or a name ("english") to the model's name.
-
-    None or "" means "detect". Unknown languages raise ValueError.
-    """
-    if language is None:
-        return None
-    key = language.strip()
-    if not key:
-        return None
-    lower = key.lower().replace("_", "-")
-    if lower in _NAME_BY_LOWER:
-        return _NAME_BY_LOWER[lower]
-    if lower in LANGUAGE_CODES:
-        return LANGUAGE_CODES[lower]
-    base = lower.split("-", 1)[0]  # "zh-cn" -> "zh", "pt-br" -> "pt"
-    if base in LANGUAGE_CODES:
-        return LANGUAGE_CODES[base]
-    raise ValueError(
-        f"unsupported language {language!r}: Qwen3-ASR knows {', '.join(LANGUAGE_NAMES)} "
-        f"(or their ISO codes: {', '.join(sorted(LANGUAGE_CODES))})"
-    )
+    """The model's name for an ISO code or name; None/"" = detect; unknown -> ValueError."""
+    return language_name(language)
 
 
 def _sanitize_context(context: str) -> str:

@@ -36,6 +36,9 @@ class InputConfig(_Strict):
         default_factory=dict,
         description="fsspec options for reading manifests and audio (e.g. endpoint_url, anon)",
     )
+    audio_root: str | None = Field(
+        default=None, description="Base for relative audio paths; unset = the manifest's directory"
+    )
     limit: int | None = Field(default=None, gt=0, description="Read only the first N rows (smoke runs)")
 
 

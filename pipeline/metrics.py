@@ -74,6 +74,12 @@ _SUMS = ("audio_s", "decode_s", "asr_s", "engine_busy_s", "segments")
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
 
+def shuffle_partitions() -> int:
+    # Ray Data's default of 200 hash partitions costs seconds of task overhead on a small
+    # cluster; one partition per core is plenty for id and language aggregations.
+    return max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
+
+
 def collect_metrics(
     cfg: JobConfig,
     processed: ray.data.Dataset,
@@ -91,7 +97,7 @@ def collect_metrics(
     by_language = []
     scored = keyed.filter(expr=col("scored"))
     if scored.count():
-        groups = scored.groupby(["lang_key", "unit"]).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
+        groups = scored.groupby(["lang_key", "unit"], num_partitions=shuffle_partitions()).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
         for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
             ref_units = int(g["sum(ref_units)"])
             by_language.append(
@@ -105,7 +111,7 @@ def collect_metrics(
             )
     failures = {}
     if rows_failed:
-        for g in keyed.filter(expr=~col("ok")).groupby("fail_key").count().take_all():
+        for g in keyed.filter(expr=~col("ok")).groupby("fail_key", num_partitions=shuffle_partitions()).count().take_all():
             failures[g["fail_key"]] = int(g["count()"])
 
     audio_s = total["audio_s"]

@@ -7,6 +7,7 @@ manifest -> normalize -> [duplicate-id check] -> decode + resample + plan chunks
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from ray.data.expressions import col
 from pipeline.config import JobConfig
 from pipeline.decode_stage import DecodeStage
 from pipeline.manifest import detect_format, normalize_manifest
+from pipeline.metrics import collect_metrics, print_summary, shuffle_partitions
 from pipeline.schema import conform
 from pipeline.score_stage import score_batch
 from pipeline import storage
@@ -57,11 +59,9 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
         ds = ray.data.read_parquet(path, filesystem=fs)
     if cfg.input.limit:
         ds = ds.limit(cfg.input.limit)
-    manifest_dir = storage.dirname(uri)
-    if not storage.has_scheme(uri):
-        import os
-
-        manifest_dir = os.path.dirname(os.path.abspath(uri))
+    base = cfg.input.audio_root or storage.dirname(uri)
+    # Workers have their own working directory: local bases must be absolute here.
+    manifest_dir = base if storage.has_scheme(base) else os.path.abspath(base or ".")
     return ds.map_batches(
         normalize_manifest,
         batch_format="pyarrow",
@@ -79,7 +79,7 @@ def _csv_header(uri: str, delimiter: str, storage_options: dict) -> list[str]:
 def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
     dupes = (
         manifest.select_columns(["id"])
-        .groupby("id")
+        .groupby("id", num_partitions=shuffle_partitions())
         .count()
         .filter(expr=col("count()") > 1)
         .take(show)
@@ -149,8 +149,6 @@ class RunResult:
 
 def run(cfg: JobConfig) -> RunResult:
     """Run the whole job on the current Ray cluster; returns counts and the metrics written."""
-    from pipeline.metrics import collect_metrics, print_summary
-
     started = time.time()
     phase: dict[str, float] = {}
     out = cfg.output.path

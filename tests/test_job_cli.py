@@ -1,0 +1,44 @@
+"""The laptop path: `python -m jobs.transcribe` on local files, with an embedded local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.schema import OUTPUT_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.engine
+def test_transcribe_job_runs_on_embedded_local_ray(tiny_asr_dir, tmp_path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "jobs.transcribe", "--config", "configs/transcribe.yaml",
+            "--set", f"asr.model={tiny_asr_dir}",
+            "--set", f"output.path={out}",
+            "--set", "input.limit=3",
+            "--set", "asr.max_new_tokens=8",
+            "--set", "ray.num_cpus=2",
+            "--set", "asr.engine.enforce_eager=true",
+            "--set", "asr.engine.max_model_len=2048",
+        ],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=420,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "=== transcription summary ===" in proc.stdout
+    assert "rows read 3  written 3  failed 0" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rows_read"] == metrics["rows_written"] == 3
+    table = pq.read_table(out / "results")
+    assert table.num_rows == 3
+    assert table.schema.remove_metadata().equals(OUTPUT_SCHEMA)
+    assert not (out / "failed").exists()
