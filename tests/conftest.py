@@ -72,3 +72,16 @@ def speech_dir(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("speech") / "speech"
     shutil.copytree(SPEECH, dest)
     return dest
+
+
+def _has_cuda() -> bool:
+    return shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
