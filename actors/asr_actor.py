@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.languages import language_name
 from pipeline.schema import SEGMENT
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,12 @@ class AsrActor:
                 continue
             samples = flat[offsets[i] : offsets[i + 1]]
             bounds = chunks_col[i].values.to_numpy()
-            language = self.language or hints[i] or None
+            try:
+                language = language_name(self.language or hints[i] or None)
+            except ValueError as e:
+                # Forcing a language the model does not know would only produce garbage.
+                error_stage[i], error[i] = "asr", f"unsupported_language: {e}"
+                continue
             context = contexts[i] if contexts[i] is not None else self.context
             jobs[i] = self._one_row(samples, bounds, context, language)
         try:

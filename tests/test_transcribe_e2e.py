@@ -57,6 +57,7 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
         rows.append(row)
     rows.append({"id": "missing", "audio": "audio/does_not_exist.wav", "text": "nothing"})
     rows.append({"id": "corrupt", "audio": "audio/corrupt.wav"})
+    rows.append({"id": "bad_language", "audio": "audio/en_wav16k.wav", "language": "klingon"})
     fs.pipe_file("corpus/set1/manifest.jsonl", "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
 
     cache = tmp_path_factory.mktemp("model-cache")
@@ -91,16 +92,19 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
 def test_every_row_once(s3_run):
     results, failed = s3_run["results"], s3_run["failed"]
     ids = [r["id"] for r in results] + [r["id"] for r in failed]
-    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 9
+    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 10
     r = s3_run["result"]
-    assert (r.rows_read, r.rows_written, r.rows_failed) == (9, 7, 2)
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (10, 7, 3)
     # The long recording had no id: it gets one derived from its path as the manifest wrote it.
     assert "audio/en_long_16k.flac" in ids
 
 
 def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
     failed = {r["id"]: r for r in s3_run["failed"]}
-    assert set(failed) == {"missing", "corrupt"}
+    assert set(failed) == {"missing", "corrupt", "bad_language"}
+    assert failed["bad_language"]["error_stage"] == "asr"
+    assert failed["bad_language"]["error"].startswith("unsupported_language: unsupported language 'klingon'")
+    assert failed["bad_language"]["source_sample_rate"] == 16000  # decoded fine before it failed
     assert failed["missing"]["error_stage"] == "decode"
     assert failed["missing"]["error"].startswith("not_found:")
     assert "does_not_exist.wav" in failed["missing"]["error"]
@@ -156,11 +160,11 @@ def test_scores_against_references(s3_run):
 
 def test_metrics(s3_run):
     m = s3_run["metrics"]
-    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (9, 7, 2)
+    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (10, 7, 3)
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
-    assert m["failures_by_reason"] == {"decode:not_found": 1, "decode:unsupported_format": 1}
+    assert m["failures_by_reason"] == {"decode:not_found": 1, "decode:unsupported_format": 1, "asr:unsupported_language": 1}
     assert m["stage_s"]["asr_engine_busy_s"] > 0
     assert m["versions"]["ray"] == "2.60.0"
     assert m["config"]["asr"]["max_chunk_s"] == MAX_CHUNK_S
