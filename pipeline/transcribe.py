@@ -70,7 +70,6 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
 
 
 def _csv_header(uri: str, delimiter: str, storage_options: dict) -> list[str]:
-    # Every column as text: a transcript of digits must not become an integer column.
     fs, path = storage.fsspec_fs(uri, storage_options)
     with fs.open(path, "r", encoding="utf-8", errors="replace") as f:
         return [c.strip().strip('"') for c in f.readline().rstrip("\r\n").split(delimiter)]
