@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.languages import language_name
-from pipeline.schema import SEGMENT
+from pipeline.schema import SEGMENT, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +204,4 @@ class AsrActor:
             "error_stage": pa.array(error_stage, pa.string()),
             "error": pa.array(error, pa.string()),
         }
-        for name, column in columns.items():
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, column)
-        return out
+        return with_columns(out, columns)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from pipeline.audio import AudioError, decode_audio
 from pipeline.chunking import plan_chunks
+from pipeline.schema import with_columns
 
 SAMPLE_RATE = 16000
 
@@ -95,8 +96,4 @@ class DecodeStage:
             "error_stage": pa.array(error_stage, pa.string()),
             "error": pa.array(error, pa.string()),
         }
-        for name, column in new_columns.items():
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, column)
-        return out
+        return with_columns(out, new_columns)

@@ -65,3 +65,12 @@ def conform(table: pa.Table, schema: pa.Schema = OUTPUT_SCHEMA) -> pa.Table:
         else:
             columns.append(pa.nulls(n, type=field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def with_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
+    """`table` with these columns added, or replaced where a column of that name exists."""
+    for name, column in columns.items():
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(name, column)
+    return table

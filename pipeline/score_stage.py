@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from pipeline.schema import with_columns
 from pipeline.scoring import score_row
 
 _FIELDS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
@@ -30,11 +31,6 @@ def score_batch(batch: pa.Table) -> pa.Table:
         for f in _FIELDS:
             values[f][i] = getattr(score, f)
         unit[i] = score.unit
-    out = batch
-    for f in _FIELDS:
-        if f in out.column_names:
-            out = out.drop_columns([f])
-        out = out.append_column(f, pa.array(values[f], pa.int64()))
-    if "unit" in out.column_names:
-        out = out.drop_columns(["unit"])
-    return out.append_column("unit", pa.array(unit, pa.string()))
+    columns = {f: pa.array(values[f], pa.int64()) for f in _FIELDS}
+    columns["unit"] = pa.array(unit, pa.string())
+    return with_columns(batch, columns)
