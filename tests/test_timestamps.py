@@ -1,0 +1,144 @@
+"""Slot classes -> word timestamps: monotone repair and clamping (no model)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.align_units import split_units
+from pipeline.timestamps import _longest_non_decreasing, repair_monotone, slots_to_words
+
+
+def _lnds_length(values) -> int:
+    """Longest non-decreasing subsequence length, O(n^2) reference."""
+    best = [1] * len(values)
+    for i in range(len(values)):
+        for j in range(i):
+            if values[j] <= values[i]:
+                best[i] = max(best[i], best[j] + 1)
+    return max(best, default=0)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], []),
+        ([4.0], [4.0]),
+        ([0, 1, 2, 2, 3], [0.0, 1.0, 2.0, 2.0, 3.0]),  # already monotone: unchanged
+        ([0, 1, 5, 2, 3, 4], [0.0, 1.0, 1.5, 2.0, 3.0, 4.0]),  # one spike interpolated
+        ([1, 9, 9, 9, 2, 3, 4, 5], [1.0, 1.25, 1.5, 1.75, 2.0, 3.0, 4.0, 5.0]),  # a run of three
+        ([9, 1, 2, 3], [1.0, 1.0, 2.0, 3.0]),  # leading outlier takes the first kept value
+        ([1, 2, 3, 0], [1.0, 2.0, 3.0, 3.0]),  # trailing outlier takes the last kept value
+        ([7, 8, 1, 2, 3, 9, 4], [1.0, 1.0, 1.0, 2.0, 3.0, 3.5, 4.0]),
+        ([2, 2, 1, 2], [2.0, 2.0, 2.0, 2.0]),  # equal values count as non-decreasing
+        ([3, 1], [1.0, 1.0]),  # tie: the subsequence with the smaller values wins
+        ([5, 4, 3, 2, 1], [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ],
+)
+def test_repair_monotone_exact(values, expected):
+    assert repair_monotone(values) == pytest.approx(expected, abs=1e-12)
+
+
+def test_repair_monotone_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        repair_monotone([0.0, math.nan, 1.0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=60), max_size=60))
+def test_repair_monotone_invariants(values):
+    out = repair_monotone(values)
+    assert len(out) == len(values)
+    assert all(a <= b for a, b in zip(out, out[1:]))
+    if values:
+        assert min(values) <= min(out) and max(out) <= max(values)
+    # Exactly the slots outside one longest non-decreasing subsequence change... at most:
+    # a replaced slot may by chance receive its own value back.
+    idx = _longest_non_decreasing(values)
+    assert len(idx) == _lnds_length(values)
+    assert all(i < j and values[i] <= values[j] for i, j in zip(idx, idx[1:]))
+    assert all(out[i] == values[i] for i in idx)
+    kept = sum(1 for a, b in zip(values, out) if a == b)
+    assert kept >= _lnds_length(values)
+    if values == sorted(values):
+        assert out == [float(v) for v in values]
+
+
+def test_repair_monotone_is_fast_on_long_input():
+    n = 200_000
+    values = [(i * 7919) % 1000 + i * 0.01 for i in range(n)]  # jagged, trending up
+    began = time.perf_counter()
+    out = repair_monotone(values)
+    assert time.perf_counter() - began < 5.0  # quadratic would take hours
+    assert all(a <= b for a, b in zip(out, out[1:]))
+
+
+def test_slots_to_words_exact():
+    units = split_units("Hello, big world.", "en")
+    words = slots_to_words(units, [0, 5, 20, 6, 7, 10], 0.08, offset_s=1.0, duration_s=10.0)
+    assert [w["text"] for w in words] == ["Hello,", "big", "world."]
+    # slot 2 (class 20) breaks monotonicity: interpolated between classes 5 and 6 -> 5.5
+    expected = [(1.0, 1.4), (1.44, 1.48), (1.56, 1.8)]
+    assert [(w["start"], w["end"]) for w in words] == [
+        (pytest.approx(s, abs=1e-9), pytest.approx(e, abs=1e-9)) for s, e in expected
+    ]
+    assert set(words[0]) == {"text", "start", "end"}
+
+
+def test_slots_to_words_clamps_to_recording():
+    units = split_units("one two three", "en")
+    # negative offset pushes the first word before 0; the last runs past the duration
+    words = slots_to_words(units, [0, 5, 10, 20, 30, 40], 0.1, offset_s=-0.7, duration_s=3.0)
+    assert [(w["start"], w["end"]) for w in words] == [
+        (0.0, 0.0),
+        (pytest.approx(0.3), pytest.approx(1.3)),
+        (pytest.approx(2.3), 3.0),
+    ]
+
+
+def test_slots_to_words_chinese_units_keep_punctuation_text():
+    units = split_units("你好。", "zh")
+    words = slots_to_words(units, [1, 3, 3, 6], 0.08, duration_s=1.0)
+    assert [w["text"] for w in words] == ["你", "好。"]
+    assert [w["end"] for w in words] == [pytest.approx(0.24), pytest.approx(0.48)]
+
+
+@pytest.mark.parametrize("classes", [[], [1], [1, 2, 3], [1, 2, 3, 4, 5]])
+def test_slots_to_words_wrong_slot_count(classes):
+    units = split_units("a b", "en")
+    with pytest.raises(ValueError, match="2 slots per unit"):
+        slots_to_words(units, classes, 0.08, duration_s=5.0)
+
+
+def test_slots_to_words_bad_parameters():
+    units = split_units("a", "en")
+    with pytest.raises(ValueError, match="segment_time_s"):
+        slots_to_words(units, [0, 1], 0.0, duration_s=5.0)
+    with pytest.raises(ValueError, match="duration_s"):
+        slots_to_words(units, [0, 1], 0.08, duration_s=-1.0)
+
+
+def test_slots_to_words_empty():
+    assert slots_to_words([], [], 0.08, duration_s=1.0) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n_words=st.integers(min_value=0, max_value=25),
+    data=st.data(),
+    offset_s=st.floats(min_value=-20.0, max_value=200.0),
+    duration_s=st.floats(min_value=0.0, max_value=400.0),
+)
+def test_slots_to_words_invariants(n_words, data, offset_s, duration_s):
+    units = split_units(" ".join(f"w{i}" for i in range(n_words)), "en")
+    classes = data.draw(st.lists(st.integers(0, 4999), min_size=2 * n_words, max_size=2 * n_words))
+    words = slots_to_words(units, classes, 0.08, offset_s=offset_s, duration_s=duration_s)
+    assert len(words) == n_words
+    for w in words:
+        assert 0.0 <= w["start"] <= w["end"] <= duration_s
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
