@@ -76,6 +76,7 @@ class AlignEngine:
         engine_kwargs: dict | None = None,
     ) -> None:
         try:
+            from vllm.config import PoolerConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.pooling_params import PoolingParams
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -100,6 +101,10 @@ class AlignEngine:
             tokenizer=model_path,
             runner="pooling",
             hf_overrides={"architectures": [self.ARCHITECTURE]},
+            # STEP token pooling returns only the rows of the <timestamp> positions (step_tag_id,
+            # set per request) instead of [all prompt tokens x classify_num] logits: the real
+            # model has 5000 classes, ALL pooling would ship ~20 KB per prompt token over IPC.
+            pooler_config=PoolerConfig(tok_pooling_type="STEP"),
             dtype=dtype,
             max_model_len=max_model_len,
             max_num_seqs=max_num_seqs,
@@ -128,7 +133,13 @@ class AlignEngine:
             self.shutdown()
             raise ValueError(f"{model_path}: config.json has no timestamp_segment_time (ms per class)")
         self.segment_time_s = float(segment_ms) / 1000.0
-        self._pooling_params = PoolingParams(task="token_classify")
+        pooler_config = self._engine.model_config.pooler_config
+        self._step_pooling = pooler_config is not None and pooler_config.tok_pooling_type == "STEP"
+        self._pooling_params = PoolingParams(
+            task="token_classify",
+            use_activation=False,  # argmax only: skip the softmax
+            step_tag_id=self.timestamp_token_id if self._step_pooling else None,
+        )
 
     @property
     def max_model_len(self) -> int:
@@ -184,12 +195,17 @@ class AlignEngine:
 
         if final is None or final.outputs is None or final.outputs.data is None:
             raise RowError("engine returned no output")
-        logits = final.outputs.data  # [num_prompt_tokens, classify_num]
+        logits = final.outputs.data
         token_ids = np.asarray(final.prompt_token_ids)
-        if logits.shape[0] != token_ids.shape[0]:
-            raise RowError(f"engine returned {logits.shape[0]} rows for {token_ids.shape[0]} prompt tokens")
         positions = np.flatnonzero(token_ids == self.timestamp_token_id)
-        classes = logits[positions].argmax(dim=-1).tolist() if positions.size else []
+        if not self._step_pooling:  # ALL pooling: [num_prompt_tokens, classify_num]
+            if logits.shape[0] != token_ids.shape[0]:
+                raise RowError(f"engine returned {logits.shape[0]} rows for {token_ids.shape[0]} prompt tokens")
+            logits = logits[positions]
+        # STEP pooling (default): [num_timestamp_slots, classify_num] already.
+        if logits.shape[0] != positions.size:
+            raise RowError(f"engine returned {logits.shape[0]} rows for {positions.size} <timestamp> slots")
+        classes = logits.argmax(dim=-1).tolist() if positions.size else []
         return {
             "slot_classes": [int(c) for c in classes],
             "segment_time_s": self.segment_time_s,

@@ -77,6 +77,7 @@ def test_align_engine_concurrent_requests(tiny_aligner_dir):
         start_s = time.perf_counter() - t0
         try:
             assert engine.classify_num == classify_num
+            assert engine._step_pooling  # only the <timestamp> rows come back
             t0 = time.perf_counter()
             results = await asyncio.gather(*[engine.align(c, t) for c, t in zip(clips, texts)])
             batch_s = time.perf_counter() - t0
