@@ -190,7 +190,7 @@ class AsrEngine:
         max_num_batched_tokens: int | None = None,
         gpu_memory_utilization: float = 0.85,
         dtype: str = "auto",
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         engine_kwargs: dict | None = None,
         max_audio_s: float = DEFAULT_MAX_AUDIO_S,
     ) -> None:
@@ -206,6 +206,10 @@ class AsrEngine:
         self.model_path = model_path
         self.max_new_tokens = max_new_tokens
         self.on_cpu = _prepare_cpu_env()
+        if enforce_eager is None:
+            # torch.compile adds about a minute to every engine start on a CPU; on GPUs the
+            # compiled graphs and CUDA graphs pay for themselves.
+            enforce_eager = self.on_cpu
 
         # The encoder cache is sized from max(max_num_batched_tokens, tokens of one audio item);
         # a chunk whose audio tokens exceed the budget is rejected, so size it for the longest

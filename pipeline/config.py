@@ -80,7 +80,9 @@ class EngineConfig(_Strict):
     max_num_batched_tokens: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     dtype: str = "auto"
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(
+        default=None, description="unset = eager on CPU engines (compiling costs a minute per start), compiled on GPU"
+    )
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other AsyncEngineArgs field")
 
 
