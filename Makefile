@@ -7,6 +7,7 @@ ENGINE ?= cpu
 # MODEL: the demo's model: hub id, local dir or s3:// prefix (empty = the config's default)
 MODEL ?=
 TINY_MODEL ?= build/tiny-qwen3-asr
+TINY_ALIGNER ?= build/tiny-qwen3-aligner
 PYTEST_ARGS ?=
 
 # Tests start Ray and servers; run them in a private network namespace with only loopback
@@ -37,7 +38,11 @@ endif
 $(TINY_MODEL)/config.json: tests/fixtures/tiny_asr.py | install
 	$(PY) -m tests.fixtures.tiny_asr $(TINY_MODEL)
 
-tiny-model: $(TINY_MODEL)/config.json
+$(TINY_ALIGNER)/config.json: tests/fixtures/tiny_aligner.py tests/fixtures/tiny_asr.py | install
+	$(PY) -m tests.fixtures.tiny_aligner $(TINY_ALIGNER)
+
+# Tiny random checkpoints with the real architectures (for smoke runs without model downloads).
+tiny-model: $(TINY_MODEL)/config.json $(TINY_ALIGNER)/config.json
 
 demo: install
 	$(PY) -m jobs.transcribe --config configs/transcribe.yaml \

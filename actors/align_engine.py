@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Any
 
+from pipeline.align_units import TIMESTAMP_TOKEN, build_aligner_text
 from actors.asr_engine import (
     SAMPLE_RATE,
     EngineDeadError,
@@ -35,8 +36,6 @@ from actors.asr_engine import (
 
 __all__ = ["AlignEngine", "EngineDeadError", "RowError", "build_aligner_prompt", "build_aligner_text"]
 
-TIMESTAMP_TOKEN = "<timestamp>"
-SLOT_PAIR = TIMESTAMP_TOKEN * 2
 AUDIO_PLACEHOLDER = "<|audio_start|><|audio_pad|><|audio_end|>"
 # The qwen-asr reference caps aligner input at 180 s (the model card says 300 s).
 DEFAULT_MAX_AUDIO_S = 180.0
@@ -45,11 +44,6 @@ DEFAULT_MAX_AUDIO_S = 180.0
 ALIGN_TEXT_BUDGET = 4096
 
 _FORBIDDEN_TOKENS = ("<|", "|>")
-
-
-def build_aligner_text(units: list[str]) -> str:
-    """Units (words, or CJK characters) -> ``u1<timestamp><timestamp>u2<timestamp><timestamp>``."""
-    return "".join(f"{u}{SLOT_PAIR}" for u in units)
 
 
 def build_aligner_prompt(aligner_text: str) -> str:
@@ -69,9 +63,10 @@ class AlignEngine:
         *,
         max_model_len: int | None = None,
         max_num_seqs: int = 64,
+        max_num_batched_tokens: int | None = None,
         gpu_memory_utilization: float = 0.85,
         dtype: str = "auto",
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         max_audio_s: float = DEFAULT_MAX_AUDIO_S,
         engine_kwargs: dict | None = None,
     ) -> None:
@@ -88,13 +83,16 @@ class AlignEngine:
         self.model_path = model_path
         self.max_audio_s = float(max_audio_s)
         self.on_cpu = _prepare_cpu_env()
+        if enforce_eager is None:
+            enforce_eager = self.on_cpu  # torch.compile costs a minute per start on a CPU
 
         # One request = the whole prompt in one forward pass (all token logits are pooled), so
         # size the context and the batch budget for the longest audio plus its text.
         if max_model_len is None:
             needed = audio_tokens(int(self.max_audio_s * SAMPLE_RATE)) + 8 + ALIGN_TEXT_BUDGET
             max_model_len = int(math.ceil(needed / 1024)) * 1024
-        max_num_batched_tokens = max(8192, max_model_len)
+        if max_num_batched_tokens is None:
+            max_num_batched_tokens = max(8192, max_model_len)
 
         kwargs: dict[str, Any] = dict(
             model=model_path,

@@ -48,7 +48,7 @@ def merge_languages(languages: list[str | None], durations: list[float]) -> str 
     return max(totals.items(), key=lambda kv: kv[1])[0]
 
 
-class _BusyClock:
+class BusyClock:
     """Wall time during which the engine had at least one request: the denominator of RTFx."""
 
     def __init__(self) -> None:
@@ -85,6 +85,7 @@ class AsrActor:
         context: str = "",
         engine: dict | None = None,
         max_chunk_s: float = 60.0,
+        keep_audio: bool = False,
     ):
         from actors.asr_engine import AsrEngine
         from actors.model_source import resolve_model
@@ -104,7 +105,9 @@ class AsrActor:
         )
         self.language = language
         self.context = context
-        self.clock = _BusyClock()
+        # The aligner stage after this one needs the waveform again.
+        self.keep_audio = keep_audio
+        self.clock = BusyClock()
         logger.info("ASR engine for %s ready in %.1fs", model, time.perf_counter() - start)
 
     async def _one_chunk(self, audio: np.ndarray, context: str, language: str | None) -> dict:
@@ -193,7 +196,8 @@ class AsrActor:
         busy = [0.0] * n
         if n:
             busy[0] = self.clock.take()
-        out = batch.drop_columns(["samples", "chunks", "error_stage", "error"])
+        spent = ["chunks", "error_stage", "error"] + ([] if self.keep_audio else ["samples"])
+        out = batch.drop_columns(spent)
         columns = {
             "language": pa.array(language_out, pa.string()),
             "text": pa.array(text, pa.string()),

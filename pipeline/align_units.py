@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -264,11 +265,56 @@ def split_units(text: str, language: str | None) -> list[Unit]:
     return _merge_punctuation(text, spans)
 
 
-def build_aligner_text(units: list[Unit] | tuple[Unit, ...]) -> str:
+def build_aligner_text(units: Sequence[Unit | str]) -> str:
     """The aligner's text input: ``tok1<timestamp><timestamp>tok2<timestamp><timestamp>``.
 
-    Every token is followed by its start and end slot, the last one included, so the text holds
-    exactly ``2 * len(units)`` ``<timestamp>`` tokens, in unit order.
+    ``units`` are :class:`Unit` (their ``token`` is used) or plain token strings. Every token is
+    followed by its start and end slot, the last one included, so the text holds exactly
+    ``2 * len(units)`` ``<timestamp>`` tokens, in unit order.
     """
     pair = TIMESTAMP_TOKEN * 2
-    return "".join(unit.token + pair for unit in units)
+    return "".join((u.token if isinstance(u, Unit) else u) + pair for u in units)
+
+
+# Scripts the supported languages are written in (Unicode character name prefixes).
+_KNOWN_SCRIPTS = ("LATIN", "CYRILLIC", "CJK", "HIRAGANA", "KATAKANA", "HANGUL", "DIGIT")
+
+
+def _script(ch: str) -> str:
+    if is_cjk(ch):
+        return "CJK"
+    name = unicodedata.name(ch, "")
+    return name.split(" ", 1)[0] if name else "UNKNOWN"
+
+
+def resolve_language(text: str, language: str | None) -> tuple[str | None, str | None]:
+    """Which language to split ``text`` as, or why it cannot be aligned.
+
+    Returns ``(name, None)`` for an aligner language, ``(None, None)`` for an unknown language
+    whose text is in scripts the aligner reads (split by script: Latin/Cyrillic words, one unit per
+    ideograph), and ``(None, reason)`` for a row to skip: ``unsupported_language: ...``. With no
+    language given, kana means Japanese and Hangul means Korean, so they get their segmenters.
+    """
+    try:
+        name = language_name(language)
+    except ValueError:
+        return None, f"unsupported_language: {language!r} is not a language the aligner knows"
+    if name is not None:
+        if name not in ALIGNER_LANGUAGES:
+            return None, (
+                f"unsupported_language: the forced aligner does not support {name} "
+                f"(it supports {', '.join(sorted(ALIGNER_LANGUAGES))})"
+            )
+        return name, None
+    scripts = {_script(ch) for ch in text if _is_kept(ch) and unicodedata.category(ch)[0] == "L"}
+    unknown = sorted(s for s in scripts if s not in _KNOWN_SCRIPTS)
+    if unknown:
+        return None, (
+            f"unsupported_language: language unknown and the text is in {', '.join(unknown).lower()} "
+            "script, which none of the aligner's languages use"
+        )
+    if scripts & {"HIRAGANA", "KATAKANA"}:
+        return "Japanese", None
+    if "HANGUL" in scripts:
+        return "Korean", None
+    return None, None

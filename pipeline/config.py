@@ -42,6 +42,14 @@ class InputConfig(_Strict):
     limit: int | None = Field(default=None, gt=0, description="Read only the first N rows (smoke runs)")
 
 
+class SubtitleOptions(_Strict):
+    """How words are grouped into subtitle lines (cues)."""
+
+    max_chars: int = Field(default=42, gt=0, description="Longest line, in characters")
+    max_duration_s: float = Field(default=7.0, gt=0, description="Longest cue")
+    max_gap_s: float = Field(default=0.8, ge=0, description="A pause longer than this starts a new cue")
+
+
 class OutputConfig(_Strict):
     path: str = Field(description="Output prefix: results/, failed/ and metrics.json go under it")
     storage_options: dict[str, Any] = Field(default_factory=dict)
@@ -49,6 +57,11 @@ class OutputConfig(_Strict):
         default=True,
         description="Replace results/ and failed/ from an earlier run at the same path",
     )
+    subtitles: list[Literal["srt", "vtt"]] = Field(
+        default_factory=list,
+        description="Subtitle files per recording under <path>/subtitles/ (needs word timestamps)",
+    )
+    subtitle_options: SubtitleOptions = Field(default_factory=SubtitleOptions)
 
 
 class StageConfig(_Strict):
@@ -78,7 +91,10 @@ class EngineConfig(_Strict):
     max_model_len: int | None = Field(default=None, gt=0)
     max_num_seqs: int = Field(default=64, gt=0)
     max_num_batched_tokens: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1,
+        description="unset = 0.85 x the actor's GPU share (0.5 GPU -> 0.425), so engines sharing a GPU fit",
+    )
     dtype: str = "auto"
     enforce_eager: bool | None = Field(
         default=None, description="unset = eager on CPU engines (compiling costs a minute per start), compiled on GPU"
@@ -118,6 +134,32 @@ class AsrConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
+class AlignConfig(_Strict):
+    """The Qwen3-ForcedAligner stage: word/character timestamps."""
+
+    enabled: bool = Field(default=False, description="Add word timestamps (transcribe job)")
+    model: str = Field(
+        default="Qwen/Qwen3-ForcedAligner-0.6B",
+        description="Hub id, local directory, or s3:// / gs:// prefix holding the aligner checkpoint",
+    )
+    # The qwen-asr reference feeds the aligner at most 180 s at once (the model card says 300 s);
+    # longer audio is aligned chunk by chunk, cut at quiet points.
+    max_chunk_s: float = Field(default=180.0, gt=0, le=300)
+    language: str | None = Field(
+        default=None, description="Language of every row; unset = the row's detected language or hint"
+    )
+    batch_size: int = Field(default=16, gt=0, description="Rows per Ray batch sent to one actor")
+    max_in_flight_batches: int = Field(default=4, gt=0)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    gpus_per_actor: float | None = Field(
+        default=None, ge=0,
+        description="GPUs per actor, fractions allowed; unset = 0.5 (sharing with ASR) or 1 (align job) with GPUs, else 0",
+    )
+    cpus_per_actor: float = Field(default=1.0, gt=0)
+    model_cache_dir: str = Field(default="/tmp/qwen3-asr-models")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+
 class ScoreConfig(_Strict):
     enabled: bool = Field(default=True, description="Score rows that have a reference")
 
@@ -132,12 +174,49 @@ class RayConfig(_Strict):
 
 
 class JobConfig(_Strict):
+    """The transcribe job: ASR, optionally followed by alignment."""
+
     input: InputConfig
     output: OutputConfig
     decode: StageConfig = Field(default_factory=StageConfig)
     asr: AsrConfig = Field(default_factory=AsrConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @property
+    def aligns(self) -> bool:
+        return self.align.enabled
+
+    @model_validator(mode="after")
+    def _subtitles_need_words(self) -> "JobConfig":
+        if self.output.subtitles and not self.align.enabled:
+            raise ValueError("output.subtitles needs word timestamps: set align.enabled: true")
+        return self
+
+
+class AlignOnlyConfig(AlignConfig):
+    enabled: bool = Field(default=True, description="Always true in the align job")
+
+
+class AlignJobConfig(_Strict):
+    """The align-only job: existing transcripts (the manifest's text) timed against their audio."""
+
+    input: InputConfig
+    output: OutputConfig
+    decode: StageConfig = Field(default_factory=StageConfig)
+    align: AlignOnlyConfig = Field(default_factory=AlignOnlyConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @property
+    def aligns(self) -> bool:
+        return True
+
+    @model_validator(mode="after")
+    def _always_aligns(self) -> "AlignJobConfig":
+        if not self.align.enabled:
+            raise ValueError("align.enabled: the align job always aligns; remove the field or set it true")
+        return self
 
 
 def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
@@ -174,8 +253,13 @@ def _format_errors(err: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> JobConfig:
-    """Read YAML (if given), apply `a.b=c` overrides, validate. Raises ConfigError."""
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    schema: type[BaseModel] = JobConfig,
+) -> Any:
+    """Read YAML (if given), apply `a.b=c` overrides, validate against `schema` (the transcribe
+    job's by default). Raises ConfigError."""
     tree: dict = {}
     if path is not None:
         try:
@@ -191,6 +275,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
     try:
-        return JobConfig.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None

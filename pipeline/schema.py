@@ -37,6 +37,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("decode_s", pa.float64()),
         ("asr_s", pa.float64()),
         ("align_s", pa.float64()),
+        ("align_skip_reason", pa.string()),
         ("errors", pa.int64()),
         ("substitutions", pa.int64()),
         ("deletions", pa.int64()),
@@ -49,7 +50,7 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 # Columns that exist only between stages and never reach the output.
-INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s")
+INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s", "align_busy_s")
 
 
 def conform(table: pa.Table, schema: pa.Schema = OUTPUT_SCHEMA) -> pa.Table:

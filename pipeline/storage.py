@@ -58,3 +58,25 @@ def remove_prefix(uri: str, storage_options: dict | None = None) -> None:
     fs, path = fsspec_fs(uri, storage_options)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+_NAME_LIMIT = 200  # bytes; most filesystems and object stores allow 255 per path segment
+
+
+def safe_name(row_id: str) -> str:
+    """A file name made from a row id that cannot leave its directory: ``/``, ``\\``, control
+    characters and ``%`` are percent-encoded, a leading dot too (no ``..``, no hidden files), and
+    over-long names are cut and given a hash of the full id so they stay unique."""
+    import hashlib
+    from urllib.parse import quote
+
+    name = quote(row_id, safe=" -_.,@+=()[]~")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if not name:
+        name = "%00"
+    if len(name.encode()) > _NAME_LIMIT:
+        digest = hashlib.sha256(row_id.encode()).hexdigest()[:16]
+        name = name[: _NAME_LIMIT - 17] + "-" + digest
+    return name
+

@@ -115,3 +115,16 @@ def slots_to_words(
         prev_start = start
         words.append({"text": unit.text, "start": start, "end": end})
     return words
+
+
+def enforce_invariants(words: Sequence[dict], duration_s: float) -> list[dict]:
+    """Clamp words stitched from several chunks to ``0 <= start <= end <= duration_s`` with
+    non-decreasing starts (each chunk's words already are; this guards the seams)."""
+    out: list[dict] = []
+    prev_start = 0.0
+    for w in words:
+        start = min(max(float(w["start"]), prev_start, 0.0), duration_s)
+        end = min(max(float(w["end"]), start), duration_s)
+        prev_start = start
+        out.append({"text": w["text"], "start": start, "end": end})
+    return out

@@ -1,7 +1,10 @@
 """The transcription pipeline as a Ray Data graph, plus the run that writes and accounts for it.
 
-manifest -> normalize -> [duplicate-id check] -> decode + resample + plan chunks (CPU tasks)
--> ASR actor pool -> score (CPU) -> results/ + failed/ Parquet + metrics.json
+transcribe job (JobConfig):
+  manifest -> normalize -> [duplicate-id check] -> decode + resample + plan chunks (CPU tasks)
+  -> ASR actor pool -> [aligner actor pool, align.enabled] -> score (CPU)
+  -> results/ + failed/ Parquet [+ subtitles/] + metrics.json
+align job (AlignJobConfig): the same without ASR and scoring; the manifest's text is aligned.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import pyarrow.csv as pacsv
 import ray
 from ray.data.expressions import col
 
-from pipeline.config import JobConfig
+from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
 from pipeline.decode_stage import DecodeStage
 from pipeline.manifest import detect_format, normalize_manifest
 from pipeline.metrics import collect_metrics, print_summary, shuffle_partitions
 from pipeline.schema import conform
 from pipeline.score_stage import score_batch
+from pipeline.subtitle_stage import SUBTITLES_DIR, write_subtitles
 from pipeline import storage
 
 logger = logging.getLogger(__name__)
@@ -88,18 +92,38 @@ def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
         raise DuplicateIdError(f"manifest has duplicate ids (first {len(dupes)}): {listed}")
 
 
-def _asr_resources(cfg: JobConfig) -> dict:
-    gpus = cfg.asr.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return {"num_gpus": gpus, "num_cpus": cfg.asr.cpus_per_actor}
+def _gpus(requested: float | None, share: float) -> float:
+    """GPUs per actor: as configured, else ``share`` of one when the cluster has GPUs, else 0."""
+    if requested is not None:
+        return requested
+    return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def build_pipeline(cfg: JobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+def _engine_options(engine: EngineConfig, gpus: float) -> dict:
+    options = engine.model_dump()
+    if options["gpu_memory_utilization"] is None:
+        # vLLM takes this fraction of the whole GPU's memory: engines sharing a GPU split it.
+        options["gpu_memory_utilization"] = round(0.85 * min(1.0, gpus), 3) if gpus > 0 else 0.85
+    return options
+
+
+def _pool(min_size: int, max_size: int, in_flight: int) -> ray.data.ActorPoolStrategy:
+    return ray.data.ActorPoolStrategy(
+        min_size=min_size,
+        max_size=max_size,
+        # Enough queued tasks to keep `in_flight` batches running on every actor.
+        max_tasks_in_flight_per_actor=2 * in_flight,
+        max_concurrent_calls_per_actor=in_flight,
+    )
+
+
+def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+    transcribing = isinstance(cfg, JobConfig)
     ds = manifest.map_batches(
         DecodeStage,
         fn_constructor_kwargs={
-            "max_chunk_s": cfg.asr.max_chunk_s,
+            # The align job plans its chunks for the aligner; ASR chunks are reused by alignment.
+            "max_chunk_s": cfg.asr.max_chunk_s if transcribing else cfg.align.max_chunk_s,
             "storage_options": dict(cfg.input.storage_options),
         },
         batch_format="pyarrow",
@@ -107,33 +131,53 @@ def build_pipeline(cfg: JobConfig, manifest: ray.data.Dataset) -> ray.data.Datas
         num_cpus=cfg.decode.num_cpus,
         concurrency=cfg.decode.concurrency,
     )
-    from actors.asr_actor import AsrActor  # light: the engine itself is imported in the actor
+    # Light imports: the engines themselves are imported inside the actors.
+    from actors.align_actor import AlignActor
+    from actors.asr_actor import AsrActor
 
-    in_flight = cfg.asr.max_in_flight_batches
-    ds = ds.map_batches(
-        AsrActor,
-        fn_constructor_kwargs={
-            "model": cfg.asr.model,
-            "model_cache_dir": cfg.asr.model_cache_dir,
-            "storage_options": dict(cfg.input.storage_options),
-            "max_new_tokens": cfg.asr.max_new_tokens,
-            "language": cfg.asr.language,
-            "context": cfg.asr.context,
-            "engine": cfg.asr.engine.model_dump(),
-            "max_chunk_s": cfg.asr.max_chunk_s,
-        },
-        batch_format="pyarrow",
-        batch_size=cfg.asr.batch_size,
-        compute=ray.data.ActorPoolStrategy(
-            min_size=cfg.asr.pool.min_size,
-            max_size=cfg.asr.pool.max_size,
-            # Enough queued tasks to keep `in_flight` batches running on every actor.
-            max_tasks_in_flight_per_actor=2 * in_flight,
-            max_concurrent_calls_per_actor=in_flight,
-        ),
-        **_asr_resources(cfg),
-    )
-    if cfg.score.enabled:
+    if transcribing:
+        asr = cfg.asr
+        gpus = _gpus(asr.gpus_per_actor, 0.5 if cfg.aligns else 1.0)
+        ds = ds.map_batches(
+            AsrActor,
+            fn_constructor_kwargs={
+                "model": asr.model,
+                "model_cache_dir": asr.model_cache_dir,
+                "storage_options": dict(cfg.input.storage_options),
+                "max_new_tokens": asr.max_new_tokens,
+                "language": asr.language,
+                "context": asr.context,
+                "engine": _engine_options(asr.engine, gpus),
+                "max_chunk_s": asr.max_chunk_s,
+                "keep_audio": cfg.aligns,
+            },
+            batch_format="pyarrow",
+            batch_size=asr.batch_size,
+            compute=_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches),
+            num_gpus=gpus,
+            num_cpus=asr.cpus_per_actor,
+        )
+    if cfg.aligns:
+        align = cfg.align
+        gpus = _gpus(align.gpus_per_actor, 0.5 if transcribing else 1.0)
+        ds = ds.map_batches(
+            AlignActor,
+            fn_constructor_kwargs={
+                "model": align.model,
+                "model_cache_dir": align.model_cache_dir,
+                "storage_options": dict(cfg.input.storage_options),
+                "engine": _engine_options(align.engine, gpus),
+                "max_chunk_s": align.max_chunk_s,
+                "language": align.language,
+                "text_column": "text" if transcribing else "reference",
+            },
+            batch_format="pyarrow",
+            batch_size=align.batch_size,
+            compute=_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches),
+            num_gpus=gpus,
+            num_cpus=align.cpus_per_actor,
+        )
+    if transcribing and cfg.score.enabled:
         ds = ds.map_batches(score_batch, batch_format="pyarrow", batch_size=256)
     return ds
 
@@ -146,8 +190,9 @@ class RunResult:
     metrics: dict
 
 
-def run(cfg: JobConfig) -> RunResult:
-    """Run the whole job on the current Ray cluster; returns counts and the metrics written."""
+def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
+    """Run the whole job (transcribe or align, by the config's type) on the current Ray cluster;
+    returns counts and the metrics written."""
     started = time.time()
     phase: dict[str, float] = {}
     out = cfg.output.path
@@ -162,9 +207,10 @@ def run(cfg: JobConfig) -> RunResult:
     phase["read_manifest_s"] = time.perf_counter() - t
     logger.info("manifest: %d rows", rows_read)
 
+    subtitles_uri = storage.join(out, SUBTITLES_DIR)
     if cfg.output.overwrite:
-        storage.remove_prefix(results_uri, so)
-        storage.remove_prefix(failed_uri, so)
+        for uri in (results_uri, failed_uri, subtitles_uri):
+            storage.remove_prefix(uri, so)
 
     t = time.perf_counter()
     processed = build_pipeline(cfg, manifest).materialize()
@@ -176,6 +222,11 @@ def run(cfg: JobConfig) -> RunResult:
     rows_written = _write(ok, results_uri, so)
     rows_failed = _write(bad, failed_uri, so)
     phase["write_s"] = time.perf_counter() - t
+    subtitle_files = 0
+    if cfg.output.subtitles and rows_written:
+        t = time.perf_counter()
+        subtitle_files = _write_subtitles(cfg, ok)
+        phase["subtitles_s"] = time.perf_counter() - t
 
     if rows_read != rows_written + rows_failed:
         raise AccountingError(
@@ -183,7 +234,7 @@ def run(cfg: JobConfig) -> RunResult:
         )
     metrics = collect_metrics(
         cfg, processed, rows_read=rows_read, rows_written=rows_written, rows_failed=rows_failed,
-        wall_s=time.time() - started, phases=phase,
+        wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )
     storage.write_json(storage.join(out, METRICS_FILE), metrics, so)
     print_summary(metrics)
@@ -198,3 +249,18 @@ def _write(ds: ray.data.Dataset, uri: str, storage_options: dict) -> int:
     fs, path = storage.arrow_fs(uri, storage_options)
     conformed.write_parquet(path, filesystem=fs)
     return count
+
+
+def _write_subtitles(cfg: JobConfig | AlignJobConfig, ok: ray.data.Dataset) -> int:
+    written = ok.select_columns(["id", "words", "language"]).map_batches(
+        write_subtitles,
+        fn_kwargs={
+            "output_path": cfg.output.path,
+            "formats": list(cfg.output.subtitles),
+            "options": cfg.output.subtitle_options.model_dump(),
+            "storage_options": dict(cfg.output.storage_options),
+        },
+        batch_format="pyarrow",
+        batch_size=64,
+    )
+    return int(written.sum("subtitle_files") or 0)

@@ -34,7 +34,7 @@ def test_transcribe_job_runs_on_embedded_local_ray(tiny_asr_dir, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=420,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "=== transcription summary ===" in proc.stdout
+    assert "=== transcribe summary ===" in proc.stdout
     assert "rows read 3  written 3  failed 0" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rows_read"] == metrics["rows_written"] == 3
