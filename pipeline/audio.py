@@ -8,6 +8,7 @@ a `category`, so the failed/ output can be grouped by cause; anything else is a 
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -73,6 +74,9 @@ def decode_audio(
     try:
         if data is not None:
             frames, rate, channels = _decode_stream(io.BytesIO(data), name, offset_s, duration_s)
+        elif _is_local(source):
+            # libsndfile's own file I/O: a Python file object costs a callback per read.
+            frames, rate, channels = _decode_stream(_local_path(source), name, offset_s, duration_s)
         else:
             with fsspec.open(source, "rb", **(storage_options or {})) as f:
                 frames, rate, channels = _decode_stream(f, name, offset_s, duration_s)
@@ -106,6 +110,19 @@ def decode_audio(
     )
 
 
+def _is_local(source: str) -> bool:
+    return "://" not in source or source.startswith("file://")
+
+
+def _local_path(source: str) -> str:
+    path = source[len("file://") :] if source.startswith("file://") else source
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "is a directory", path)  # libsndfile's message would be vague
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "no such file", path)
+    return path
+
+
 def _check_segment(name: str, offset_s: float | None, duration_s: float | None) -> None:
     if offset_s is not None and not (np.isfinite(offset_s) and offset_s >= 0):
         raise AudioError("bad_segment", f"{name}: offset must be >= 0 seconds, got {offset_s}")
@@ -114,7 +131,7 @@ def _check_segment(name: str, offset_s: float | None, duration_s: float | None) 
 
 
 def _decode_stream(
-    stream: BinaryIO, name: str, offset_s: float | None, duration_s: float | None
+    stream: BinaryIO | str, name: str, offset_s: float | None, duration_s: float | None
 ) -> tuple[np.ndarray, int, int]:
     """Return (frames as float32 [n, channels], source rate, channels) for the requested span."""
     with sf.SoundFile(stream) as f:

@@ -68,6 +68,9 @@ class StageConfig(_Strict):
     """Per-stage Ray Data knobs; unset values fall back to pipeline defaults."""
 
     batch_size: int = Field(default=8, gt=0)
+    batches_per_task: int = Field(
+        default=4, gt=0, description="Decode batches per Ray task (rows per block = batch_size x this)"
+    )
     num_cpus: float = Field(default=1.0, gt=0)
     concurrency: int | None = Field(
         default=None, gt=0, description="Max parallel tasks; unset = as many as cores allow"
@@ -127,7 +130,10 @@ class AsrConfig(_Strict):
     gpus_per_actor: float | None = Field(
         default=None, ge=0, description="GPUs per actor, fractions allowed; unset = 1 if the cluster has GPUs, else 0"
     )
-    cpus_per_actor: float = Field(default=1.0, gt=0)
+    cpus_per_actor: float | None = Field(
+        default=None, gt=0,
+        description="CPUs Ray reserves per actor; unset = 1 with GPUs, else a quarter of the cluster's CPUs (at most 1)",
+    )
     model_cache_dir: str = Field(
         default="/tmp/qwen3-asr-models", description="Per-node cache for models copied from object storage"
     )
@@ -155,7 +161,10 @@ class AlignConfig(_Strict):
         default=None, ge=0,
         description="GPUs per actor, fractions allowed; unset = 0.5 (sharing with ASR) or 1 (align job) with GPUs, else 0",
     )
-    cpus_per_actor: float = Field(default=1.0, gt=0)
+    cpus_per_actor: float | None = Field(
+        default=None, gt=0,
+        description="CPUs Ray reserves per actor; unset = 1 with GPUs, else a quarter of the cluster's CPUs (at most 1)",
+    )
     model_cache_dir: str = Field(default="/tmp/qwen3-asr-models")
     engine: EngineConfig = Field(default_factory=EngineConfig)
 

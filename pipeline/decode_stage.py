@@ -35,65 +35,64 @@ def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     return list_cls.from_arrays(pa.array(offsets), pa.array(values, type=value_type))
 
 
-class DecodeStage:
-    """Callable for `map_batches(batch_format="pyarrow")`."""
+def decode_batch(batch: pa.Table, *, max_chunk_s: float, storage_options: dict | None = None) -> pa.Table:
+    """For `map_batches(batch_format="pyarrow", fn_kwargs=...)`.
 
-    def __init__(self, max_chunk_s: float, storage_options: dict | None = None):
-        self.max_chunk_s = max_chunk_s
-        self.storage_options = storage_options or {}
+    A plain function, not a callable class: Ray Data runs it as tasks, which share the cores
+    elastically with the manifest read; an actor pool pins its cores (with as many actors as
+    cores it starves the read task and the job stalls).
+    """
+    n = batch.num_rows
+    samples: list[np.ndarray] = []
+    chunks: list[np.ndarray] = []
+    rate = [None] * n
+    channels = [None] * n
+    duration = [None] * n
+    decode_s = [None] * n
+    error_stage = [None] * n
+    error = [None] * n
+    for i in range(n):
+        audio = _value(batch, "audio", i)
+        data = _value(batch, "audio_bytes", i)
+        start = time.perf_counter()
+        try:
+            if audio is None and data is None:
+                raise AudioError("missing_audio", "the manifest row has no audio path or bytes")
+            decoded = decode_audio(
+                audio,
+                data,
+                offset_s=_value(batch, "offset_s", i),
+                duration_s=_value(batch, "duration_hint_s", i),
+                target_sr=SAMPLE_RATE,
+                storage_options=storage_options,
+            )
+            bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
+        except AudioError as e:
+            error_stage[i], error[i] = "decode", f"{e.category}: {e}"
+            samples.append(np.empty(0, np.float32))
+            chunks.append(np.empty(0, np.int64))
+        except Exception as e:  # a bad file must not take the batch down with it
+            error_stage[i], error[i] = "decode", f"decode_error: {type(e).__name__}: {e}"
+            samples.append(np.empty(0, np.float32))
+            chunks.append(np.empty(0, np.int64))
+        else:
+            samples.append(decoded.samples)
+            chunks.append(np.asarray(bounds, dtype=np.int64).reshape(-1))
+            rate[i] = decoded.source_sample_rate
+            channels[i] = decoded.source_channels
+            duration[i] = decoded.duration_s
+        decode_s[i] = time.perf_counter() - start
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        n = batch.num_rows
-        samples: list[np.ndarray] = []
-        chunks: list[np.ndarray] = []
-        rate = [None] * n
-        channels = [None] * n
-        duration = [None] * n
-        decode_s = [None] * n
-        error_stage = [None] * n
-        error = [None] * n
-        for i in range(n):
-            audio = _value(batch, "audio", i)
-            data = _value(batch, "audio_bytes", i)
-            start = time.perf_counter()
-            try:
-                if audio is None and data is None:
-                    raise AudioError("missing_audio", "the manifest row has no audio path or bytes")
-                decoded = decode_audio(
-                    audio,
-                    data,
-                    offset_s=_value(batch, "offset_s", i),
-                    duration_s=_value(batch, "duration_hint_s", i),
-                    target_sr=SAMPLE_RATE,
-                    storage_options=self.storage_options,
-                )
-                bounds = plan_chunks(decoded.samples, SAMPLE_RATE, self.max_chunk_s)
-            except AudioError as e:
-                error_stage[i], error[i] = "decode", f"{e.category}: {e}"
-                samples.append(np.empty(0, np.float32))
-                chunks.append(np.empty(0, np.int64))
-            except Exception as e:  # a bad file must not take the batch down with it
-                error_stage[i], error[i] = "decode", f"decode_error: {type(e).__name__}: {e}"
-                samples.append(np.empty(0, np.float32))
-                chunks.append(np.empty(0, np.int64))
-            else:
-                samples.append(decoded.samples)
-                chunks.append(np.asarray(bounds, dtype=np.int64).reshape(-1))
-                rate[i] = decoded.source_sample_rate
-                channels[i] = decoded.source_channels
-                duration[i] = decoded.duration_s
-            decode_s[i] = time.perf_counter() - start
-
-        keep = [c for c in batch.column_names if c != "audio_bytes"]  # bytes are not needed past here
-        out = batch.select(keep)
-        new_columns = {
-            "samples": _list_array(samples, pa.float32()),
-            "chunks": _list_array(chunks, pa.int64()),
-            "source_sample_rate": pa.array(rate, pa.int64()),
-            "source_channels": pa.array(channels, pa.int64()),
-            "duration_s": pa.array(duration, pa.float64()),
-            "decode_s": pa.array(decode_s, pa.float64()),
-            "error_stage": pa.array(error_stage, pa.string()),
-            "error": pa.array(error, pa.string()),
-        }
-        return with_columns(out, new_columns)
+    keep = [c for c in batch.column_names if c != "audio_bytes"]  # bytes are not needed past here
+    out = batch.select(keep)
+    new_columns = {
+        "samples": _list_array(samples, pa.float32()),
+        "chunks": _list_array(chunks, pa.int64()),
+        "source_sample_rate": pa.array(rate, pa.int64()),
+        "source_channels": pa.array(channels, pa.int64()),
+        "duration_s": pa.array(duration, pa.float64()),
+        "decode_s": pa.array(decode_s, pa.float64()),
+        "error_stage": pa.array(error_stage, pa.string()),
+        "error": pa.array(error, pa.string()),
+    }
+    return with_columns(out, new_columns)

