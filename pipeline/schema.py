@@ -50,7 +50,7 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 # Columns that exist only between stages and never reach the output.
-INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s", "align_busy_s")
+INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s", "engine_ready_at", "align_busy_s")
 
 
 def conform(table: pa.Table, schema: pa.Schema = OUTPUT_SCHEMA) -> pa.Table:
