@@ -39,7 +39,6 @@ METRICS_FILE = "metrics.json"
 # stage's CPUs out of the cluster's budget, so at a full core each these stages would hold cores
 # the decode tasks need (on a small machine, half of them).
 LIGHT_CPUS = 0.25
-_LIGHT = {"ray_remote_args": {"num_cpus": LIGHT_CPUS}}
 
 
 class DuplicateIdError(ValueError):
@@ -55,7 +54,7 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
     fmt = cfg.input.format or detect_format(uri)
     fs, path = storage.arrow_fs(uri, cfg.input.storage_options)
     if fmt == "jsonl":
-        ds = ray.data.read_json(path, filesystem=fs, **_LIGHT)  # newline-delimited, via pyarrow
+        ds = ray.data.read_json(path, filesystem=fs, num_cpus=LIGHT_CPUS)  # newline-delimited, via pyarrow
     elif fmt in ("csv", "tsv"):
         # Every column as text: a transcript of digits must not become an integer column.
         delimiter = "\t" if fmt == "tsv" else ","
@@ -65,9 +64,9 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
             column_types={name: pa.string() for name in _csv_header(uri, delimiter, cfg.input.storage_options)},
             strings_can_be_null=True,
         )
-        ds = ray.data.read_csv(path, filesystem=fs, parse_options=parse, convert_options=convert, **_LIGHT)
+        ds = ray.data.read_csv(path, filesystem=fs, parse_options=parse, convert_options=convert, num_cpus=LIGHT_CPUS)
     else:
-        ds = ray.data.read_parquet(path, filesystem=fs, **_LIGHT)
+        ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=LIGHT_CPUS)
     if cfg.input.limit:
         ds = ds.limit(cfg.input.limit)
     base = cfg.input.audio_root or storage.dirname(uri)
