@@ -32,6 +32,7 @@ from actors.asr_engine import (
     _as_mono_16k,
     _prepare_cpu_env,
     audio_tokens,
+    last_output,
 )
 
 __all__ = ["AlignEngine", "EngineDeadError", "RowError", "build_aligner_prompt", "build_aligner_text"]
@@ -167,29 +168,14 @@ class AlignEngine:
         if samples.size > self.max_audio_s * SAMPLE_RATE:
             raise RowError(f"audio is {samples.size / SAMPLE_RATE:.1f} s, longer than max_audio_s={self.max_audio_s:g}")
 
-        from vllm.exceptions import VLLMClientError
-        from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
-
         request_id = f"align-{uuid.uuid4().hex}"
         request = {
             "prompt": build_aligner_prompt(aligner_text),
             "multi_modal_data": {"audio": (samples, SAMPLE_RATE)},
         }
-        final = None
-        t0 = time.perf_counter()
-        try:
-            async for output in self._engine.encode(request, self._pooling_params, request_id):
-                final = output
-        except VllmEngineDeadError as e:
-            raise EngineDeadError(f"vLLM engine died: {e}") from e
-        except VLLMClientError as e:  # validation: prompt too long, bad parameters, ...
-            raise RowError(f"engine rejected the request: {e}") from e
-        except Exception as e:
-            if self.is_dead:
-                raise EngineDeadError(f"vLLM engine died: {e!r}") from e
-            cause = e.__cause__ or e
-            raise RowError(f"request failed: {type(cause).__name__}: {cause}") from e
-        engine_s = time.perf_counter() - t0
+        final, engine_s = await last_output(
+            self._engine.encode(request, self._pooling_params, request_id), lambda: self.is_dead
+        )
 
         if final is None or final.outputs is None or final.outputs.data is None:
             raise RowError("engine returned no output")

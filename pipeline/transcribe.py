@@ -103,7 +103,7 @@ def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
         raise DuplicateIdError(f"manifest has duplicate ids (first {len(dupes)}): {listed}")
 
 
-def _gpus(requested: float | None, share: float) -> float:
+def actor_gpus(requested: float | None, share: float) -> float:
     """GPUs per actor: as configured, else ``share`` of one when the cluster has GPUs, else 0."""
     if requested is not None:
         return requested
@@ -173,7 +173,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
 
     if transcribing:
         asr = cfg.asr
-        gpus = _gpus(asr.gpus_per_actor, 0.5 if cfg.aligns else 1.0)
+        gpus = actor_gpus(asr.gpus_per_actor, 0.5 if cfg.aligns else 1.0)
         ds = ds.map_batches(
             AsrActor,
             fn_constructor_kwargs={
@@ -195,7 +195,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
         )
     if cfg.aligns:
         align = cfg.align
-        gpus = _gpus(align.gpus_per_actor, 0.5 if transcribing else 1.0)
+        gpus = actor_gpus(align.gpus_per_actor, 0.5 if transcribing else 1.0)
         ds = ds.map_batches(
             AlignActor,
             fn_constructor_kwargs={

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 from datetime import timedelta
 
-import pytest
 import srt
 import webvtt
 

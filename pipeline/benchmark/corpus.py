@@ -82,7 +82,13 @@ def make_corpus(
                 info = sf.info(str(path))
                 files.append(BenchFile(str(path), fmt, rate, info.frames / info.samplerate))
                 k += 1
-    with open(out / "manifest.jsonl", "w") as f:
+    write_manifest(files, out / "manifest.jsonl")
+    return files
+
+
+def write_manifest(files: list[BenchFile], path: str | os.PathLike) -> str:
+    """A JSONL manifest of ``files`` (ids from the file names); returns its absolute path."""
+    with open(path, "w") as f:
         for b in files:
             f.write(json.dumps({"id": Path(b.path).stem, "audio": b.path}) + "\n")
-    return files
+    return os.path.abspath(path)

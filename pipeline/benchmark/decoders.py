@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -31,6 +32,14 @@ def librosa_load(path: str) -> np.ndarray:
     return samples
 
 
+def ours(path: str) -> np.ndarray:
+    """What the pipeline's decode stage runs."""
+    from pipeline.audio import decode_audio
+
+    return decode_audio(path, target_sr=TARGET_SR).samples
+
+
+@lru_cache(maxsize=1)
 def ffmpeg_binary() -> str | None:
     """A system ffmpeg, else the static one of the imageio-ffmpeg package, else None."""
     found = shutil.which("ffmpeg")
@@ -44,10 +53,8 @@ def ffmpeg_binary() -> str | None:
         return None
 
 
-def ffmpeg_subprocess(path: str, _exe: list[str | None] = []) -> np.ndarray:
-    if not _exe:
-        _exe.append(ffmpeg_binary())
-    cmd = [_exe[0], "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(TARGET_SR), "-"]
+def ffmpeg_subprocess(path: str) -> np.ndarray:
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(TARGET_SR), "-"]
     out = subprocess.run(cmd, capture_output=True, check=True).stdout
     return np.frombuffer(out, dtype=np.float32)
 
@@ -62,6 +69,7 @@ def available() -> dict[str, Callable[[str], np.ndarray] | str]:
     except ImportError:
         found["librosa.load"] = "librosa is not installed (pip install '.[bench]')"
     found["ffmpeg subprocess"] = ffmpeg_subprocess if ffmpeg_binary() else "no ffmpeg (pip install '.[bench]' for imageio-ffmpeg)"
+    found["ours (pipeline.audio.decode_audio)"] = ours
     return found
 
 
