@@ -103,11 +103,31 @@ def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
         raise DuplicateIdError(f"manifest has duplicate ids (first {len(dupes)}): {listed}")
 
 
+def cluster_has_gpus() -> bool:
+    """GPUs now, or GPU nodes the autoscaler may add.
+
+    A cluster whose GPU worker group is scaled to zero (KubeRay, the cluster launcher) shows no
+    GPU when the job starts; judging by the nodes alone would run every engine on CPU and the GPU
+    group would never scale up. The autoscaler publishes its node groups' limits in the GCS (the
+    same record Ray Data and Ray Train size themselves by).
+    """
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return True
+    try:
+        from ray._private.state import state
+
+        limits = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older GCS or no autoscaler: only the nodes count
+        return False
+    return limits.get("GPU", 0) > 0
+
+
 def actor_gpus(requested: float | None, share: float) -> float:
-    """GPUs per actor: as configured, else ``share`` of one when the cluster has GPUs, else 0."""
+    """GPUs per actor: as configured, else ``share`` of one when the cluster has (or can add)
+    GPUs, else 0."""
     if requested is not None:
         return requested
-    return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return share if cluster_has_gpus() else 0.0
 
 
 def engine_cpus(requested: float | None, engines: int = 2) -> float:
@@ -121,10 +141,9 @@ def engine_cpus(requested: float | None, engines: int = 2) -> float:
     """
     if requested is not None:
         return requested
-    resources = ray.cluster_resources()
-    if resources.get("GPU", 0) > 0:
+    if cluster_has_gpus():
         return 1.0
-    return max(0.1, min(1.0, resources.get("CPU", 1) / (2 * max(2, engines))))
+    return max(0.1, min(1.0, ray.cluster_resources().get("CPU", 1) / (2 * max(2, engines))))
 
 
 def engine_options(engine: EngineConfig, gpus: float) -> dict:
