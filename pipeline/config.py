@@ -75,6 +75,15 @@ class StageConfig(_Strict):
     concurrency: int | None = Field(
         default=None, gt=0, description="Max parallel tasks; unset = as many as cores allow"
     )
+    # Decoding holds the source frames (rate x channels x 4 bytes a second) before downmixing:
+    # 2 h of 48 kHz stereo is 2.8 GB in one worker. Longer files are refused from their header.
+    max_audio_s: float = Field(
+        default=7200.0, gt=0, description="Longer recordings (or segments) fail as too_long before decoding"
+    )
+    min_audio_s: float = Field(default=0.1, ge=0, description="Shorter recordings fail as too_short")
+    reject_silence: bool = Field(
+        default=True, description="Digital silence (peak below -80 dBFS) fails as silent_audio instead of being transcribed"
+    )
 
 
 class PoolConfig(_Strict):

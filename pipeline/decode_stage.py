@@ -35,7 +35,15 @@ def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     return list_cls.from_arrays(pa.array(offsets), pa.array(values, type=value_type))
 
 
-def decode_batch(batch: pa.Table, *, max_chunk_s: float, storage_options: dict | None = None) -> pa.Table:
+def decode_batch(
+    batch: pa.Table,
+    *,
+    max_chunk_s: float,
+    storage_options: dict | None = None,
+    max_audio_s: float | None = None,
+    min_audio_s: float | None = None,
+    reject_silence: bool = False,
+) -> pa.Table:
     """For `map_batches(batch_format="pyarrow", fn_kwargs=...)`.
 
     A plain function, not a callable class: Ray Data runs it as tasks, which share the cores
@@ -65,6 +73,9 @@ def decode_batch(batch: pa.Table, *, max_chunk_s: float, storage_options: dict |
                 duration_s=_value(batch, "duration_hint_s", i),
                 target_sr=SAMPLE_RATE,
                 storage_options=storage_options,
+                max_duration_s=max_audio_s,
+                min_duration_s=min_audio_s,
+                reject_silence=reject_silence,
             )
             bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
         except AudioError as e:

@@ -173,6 +173,9 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
             # The align job plans its chunks for the aligner; ASR chunks are reused by alignment.
             "max_chunk_s": cfg.asr.max_chunk_s if transcribing else cfg.align.max_chunk_s,
             "storage_options": dict(cfg.input.storage_options),
+            "max_audio_s": cfg.decode.max_audio_s,
+            "min_audio_s": cfg.decode.min_audio_s,
+            "reject_silence": cfg.decode.reject_silence,
         },
         batch_format="pyarrow",
         batch_size=cfg.decode.batch_size,

@@ -193,3 +193,59 @@ def test_audio_error_survives_pickling() -> None:
     err = pickle.loads(pickle.dumps(AudioError("not_found", "x.wav: file not found")))
     assert err.category == "not_found"
     assert str(err) == "x.wav: file not found"
+
+
+def _wav(path: Path, samples: np.ndarray, rate: int, subtype: str = "FLOAT") -> str:
+    sf.write(str(path), samples, rate, subtype=subtype)
+    return str(path)
+
+
+def test_too_long_is_refused_from_the_header_before_reading(tmp_path: Path, monkeypatch) -> None:
+    path = _wav(tmp_path / "long.wav", np.full(16000 * 5, 0.1, np.float32), 16000)
+    reads = []
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: reads.append(1) or real_read(self, *a, **k))
+    with pytest.raises(AudioError) as err:
+        decode_audio(path, max_duration_s=4.0)
+    assert err.value.category == "too_long" and "decode.max_audio_s" in str(err.value)
+    assert reads == []  # no sample was read
+    # A segment inside the limit is fine, so a long file can still be given as segments.
+    assert decode_audio(path, offset_s=1.0, duration_s=3.0, max_duration_s=4.0).duration_s == pytest.approx(3.0)
+
+
+def test_too_short_clip(tmp_path: Path) -> None:
+    path = _wav(tmp_path / "blip.wav", np.full(800, 0.2, np.float32), 16000)  # 0.05 s
+    with pytest.raises(AudioError) as err:
+        decode_audio(path, min_duration_s=0.1)
+    assert err.value.category == "too_short"
+    assert decode_audio(path).samples.size == 800
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_invalid(tmp_path: Path, bad: float) -> None:
+    samples = np.full(16000, 0.1, np.float32)
+    samples[1234] = bad
+    with pytest.raises(AudioError) as err:
+        decode_audio(_wav(tmp_path / "nan.wav", samples, 16000))
+    assert err.value.category == "invalid_samples"
+
+
+def test_digital_silence_is_refused_when_asked(tmp_path: Path) -> None:
+    path = _wav(tmp_path / "silence.wav", np.zeros(16000 * 2, np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError) as err:
+        decode_audio(path, reject_silence=True)
+    assert err.value.category == "silent_audio"
+    assert decode_audio(path).samples.size == 32000
+    quiet_speech = _wav(tmp_path / "quiet.wav", 0.01 * np.sin(np.arange(32000) / 7).astype(np.float32), 16000)
+    assert decode_audio(quiet_speech, reject_silence=True).samples.size == 32000
+
+
+def test_eight_channels_at_192k_are_downmixed_and_resampled(tmp_path: Path) -> None:
+    rate, seconds = 192000, 1.5
+    t = np.arange(int(rate * seconds)) / rate
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = _wav(tmp_path / "8ch.wav", np.stack([tone] * 8, axis=1), rate, subtype="PCM_24")
+    out = decode_audio(path, max_duration_s=7200, min_duration_s=0.1, reject_silence=True)
+    assert (out.source_sample_rate, out.source_channels) == (192000, 8)
+    assert out.samples.size == int(16000 * seconds)
+    assert abs(np.abs(out.samples).max() - 0.2) < 0.01
