@@ -45,13 +45,9 @@ def main(
         return 2
 
     from jobs.ray_session import start_ray
-    from pipeline.transcribe import DuplicateIdError, run
+    from pipeline.transcribe import run
 
     start_ray(cfg.ray)
-    try:
-        result = (runner or run)(cfg)
-    except DuplicateIdError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = (runner or run)(cfg)
     print(f"wrote {result.rows_written} results and {result.rows_failed} failed rows to {cfg.output.path}")
     return 0

@@ -57,9 +57,15 @@ def decode_batch(
     channels = [None] * n
     duration = [None] * n
     decode_s = [None] * n
-    error_stage = [None] * n
-    error = [None] * n
+    # A row the manifest stage already failed (a bad line, a duplicate id) passes through as is.
+    names = batch.column_names
+    error_stage = batch.column("error_stage").to_pylist() if "error_stage" in names else [None] * n
+    error = batch.column("error").to_pylist() if "error" in names else [None] * n
     for i in range(n):
+        if error[i] is not None:
+            samples.append(np.empty(0, np.float32))
+            chunks.append(np.empty(0, np.int64))
+            continue
         audio = _value(batch, "audio", i)
         data = _value(batch, "audio_bytes", i)
         start = time.perf_counter()

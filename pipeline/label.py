@@ -30,8 +30,8 @@ from pipeline.label_stage import (
 from pipeline.subtitle_stage import SUBTITLES_DIR
 from pipeline.metrics import collect_metrics, print_summary
 from pipeline.transcribe import (
-    FAILED_DIR, LIGHT_CPUS, METRICS_FILE, RESULTS_DIR, AccountingError, RunResult, actor_pool, write_rows,
-    write_subtitle_files, actor_gpus, build_pipeline, check_unique_ids, engine_cpus, engine_options, read_manifest,
+    FAILED_DIR, LIGHT_CPUS, accounting, raise_if_unbalanced, METRICS_FILE, RESULTS_DIR, AccountingError, RunResult, actor_pool, write_rows,
+    write_subtitle_files, actor_gpus, build_pipeline, fail_duplicate_ids, engine_cpus, engine_options, read_manifest,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -142,9 +142,9 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
     out, so = cfg.output.path, cfg.output.storage_options
 
     t = time.perf_counter()
-    manifest = read_manifest(cfg).materialize()
+    manifest, _ = fail_duplicate_ids(read_manifest(cfg).materialize())
+    manifest = manifest.materialize()
     rows_read = manifest.count()
-    check_unique_ids(manifest)
     phase["read_manifest_s"] = time.perf_counter() - t
     logger.info("manifest: %d recordings", rows_read)
 
@@ -160,8 +160,7 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
     ok = processed.filter(expr=col("error").is_null())
     rows_written = write_rows(ok, storage.join(out, RESULTS_DIR), so)
     rows_failed = write_rows(processed.filter(expr=col("error").is_not_null()), storage.join(out, FAILED_DIR), so)
-    if rows_read != rows_written + rows_failed:
-        raise AccountingError(f"rows read ({rows_read}) != rows written ({rows_written}) + rows failed ({rows_failed})")
+    raise_if_unbalanced(accounting(rows_read, rows_written, rows_failed))
 
     planned = int(ok.map_batches(_count_utterances, batch_format="pyarrow").sum("n") or 0) if rows_written else 0
     utterances = ok.map_batches(explode_utterances, batch_format="pyarrow").materialize() if rows_written else None
@@ -187,6 +186,7 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )  # fmt: skip
     metrics["job"] = "label"
+    metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
     metrics["label"] = {
         **summary,
         **exported,

@@ -33,6 +33,14 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 CANONICAL_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+# What normalize_manifest returns: the canonical columns plus a row's manifest-level failure
+# (a line that is not JSON, a field that is not a number or too long), which later stages carry
+# to failed/ instead of processing.
+NORMALIZED_SCHEMA = pa.schema(list(MANIFEST_SCHEMA) + [pa.field("error_stage", pa.string()), pa.field("error", pa.string())])
+
+# Longest accepted value per text field, in characters: beyond these a value is a broken export
+# (a whole file pasted into a column), not data, and would bloat every later stage.
+MAX_FIELD_CHARS = {"id": 1024, "audio": 8192, "language_hint": 64, "context": 65536, "reference": 1_000_000}
 
 # Source names tried in order for each canonical column: the canonical name itself first (so that
 # normalizing twice is harmless), then our JSONL fields, NeMo, Common Voice. First present wins.
@@ -107,6 +115,13 @@ def normalize_manifest(
     """
     sources = _source_columns(table, column_map or {})
     n = table.num_rows
+    errors: list[str | None] = (
+        table.column("manifest_error").to_pylist() if "manifest_error" in table.column_names else [None] * n
+    )
+
+    def fail(i: int, message: str) -> None:
+        if errors[i] is None:
+            errors[i] = message
 
     audio_paths: pa.Array = pa.nulls(n, pa.string())
     audio_bytes: pa.Array = pa.nulls(n, pa.binary())
@@ -128,13 +143,31 @@ def normalize_manifest(
         if name not in sources:
             return pa.nulls(n, pa.float64())
         arr = _column(table, sources[name])
-        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-            arr = _empty_to_null(_cast(arr, pa.string(), sources[name]))
-        return _cast(arr, pa.float64(), sources[name])
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            return _cast(arr, pa.float64(), sources[name])
+        # Text (CSV, JSONL): one unreadable value fails its row, not the batch.
+        values: list[float | None] = []
+        for i, raw in enumerate(_cast(arr, pa.string(), sources[name]).to_pylist()):
+            value = None
+            if raw is not None and raw.strip():
+                try:
+                    value = float(raw)
+                except ValueError:
+                    fail(i, f"invalid_field: {sources[name]} {raw[:40]!r} is not a number of seconds")
+            values.append(value)
+        return pa.array(values, pa.float64())
 
-    written_paths = _empty_to_null(audio_paths).to_pylist()
+    def limited(name: str, arr: pa.Array) -> pa.Array:
+        limit = MAX_FIELD_CHARS[name]
+        lengths = pc.utf8_length(arr).to_pylist()
+        for i, length in enumerate(lengths):
+            if length is not None and length > limit:
+                fail(i, f"field_too_long: {name} has {length} characters (at most {limit})")
+        return arr
+
+    written_paths = _empty_to_null(limited("audio", audio_paths)).to_pylist()
     offsets = seconds("offset_s")
-    explicit_ids = text("id").to_pylist()
+    explicit_ids = limited("id", text("id")).to_pylist()
     resolved = [None if p is None else resolve_audio_uri(p, manifest_dir) for p in written_paths]
 
     columns = {
@@ -143,9 +176,9 @@ def normalize_manifest(
         "offset_s": offsets,
         "duration_hint_s": seconds("duration_hint_s"),
         # An empty reference is meaningful (no speech expected), so it stays "" rather than null.
-        "reference": text("reference", empty_is_null=False),
-        "language_hint": text("language_hint"),
-        "context": text("context"),
+        "reference": limited("reference", text("reference", empty_is_null=False)),
+        "language_hint": limited("language_hint", text("language_hint")),
+        "context": limited("context", text("context")),
     }
     offset_values = offsets.to_pylist()
     bytes_values = audio_bytes.to_pylist() if audio_bytes.null_count < n else [None] * n
@@ -155,7 +188,19 @@ def normalize_manifest(
         else _derived_id(written_paths[i], offset_values[i], bytes_values[i], columns, i)
         for i in range(n)
     ]
-    return pa.table({"id": pa.array(ids, pa.string()), **columns}, schema=MANIFEST_SCHEMA)
+    for i, row_id in enumerate(ids):
+        if len(row_id) > MAX_FIELD_CHARS["id"]:
+            # Kept recognisable and unique, but short enough to be written and read back.
+            ids[i] = f"{row_id[:64]}...#sha1:{hashlib.sha1(row_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            **columns,
+            "error_stage": pa.array(["manifest" if e is not None else None for e in errors], pa.string()),
+            "error": pa.array(errors, pa.string()),
+        },
+        schema=NORMALIZED_SCHEMA,
+    )
 
 
 def _source_columns(table: pa.Table, column_map: Mapping[str, str]) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The transcription pipeline as a Ray Data graph, plus the run that writes and accounts for it.
 
 transcribe job (JobConfig):
-  manifest -> normalize -> [duplicate-id check] -> decode + resample + plan chunks (CPU tasks)
+  manifest -> normalize (bad lines, duplicate ids: failed rows) -> decode + resample + plan chunks (CPU tasks)
   -> ASR actor pool -> [aligner actor pool, align.enabled] -> score (CPU)
   -> results/ + failed/ Parquet [+ subtitles/] + metrics.json
 align job (AlignJobConfig): the same without ASR and scoring; the manifest's text is aligned.
@@ -22,8 +22,9 @@ from ray.data.expressions import col
 from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
 from pipeline.decode_stage import decode_batch
 from pipeline.manifest import detect_format, normalize_manifest
+from pipeline.manifest_lines import JsonlLinesDatasource, parse_lines
 from pipeline.metrics import collect_metrics, print_summary, shuffle_partitions
-from pipeline.schema import conform
+from pipeline.schema import conform, with_columns
 from pipeline.score_stage import score_batch
 from pipeline.subtitle_stage import SUBTITLES_DIR, write_subtitles
 from pipeline import storage
@@ -41,10 +42,6 @@ METRICS_FILE = "metrics.json"
 LIGHT_CPUS = 0.25
 
 
-class DuplicateIdError(ValueError):
-    pass
-
-
 class AccountingError(RuntimeError):
     pass
 
@@ -54,7 +51,10 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
     fmt = cfg.input.format or detect_format(uri)
     fs, path = storage.arrow_fs(uri, cfg.input.storage_options)
     if fmt == "jsonl":
-        ds = ray.data.read_json(path, filesystem=fs, num_cpus=LIGHT_CPUS)  # newline-delimited, via pyarrow
+        # Line by line, so a line that is not JSON fails its own row, not the read.
+        ds = ray.data.read_datasource(JsonlLinesDatasource(path, filesystem=fs), num_cpus=LIGHT_CPUS).map_batches(
+            parse_lines, batch_format="pyarrow", num_cpus=LIGHT_CPUS, fn_kwargs={"column_map": dict(cfg.input.column_map)}
+        )
     elif fmt in ("csv", "tsv"):
         # Every column as text: a transcript of digits must not become an integer column.
         delimiter = "\t" if fmt == "tsv" else ","
@@ -90,17 +90,38 @@ def _csv_header(uri: str, delimiter: str, storage_options: dict) -> list[str]:
         return [c.strip().strip('"') for c in f.readline().rstrip("\r\n").split(delimiter)]
 
 
-def check_unique_ids(manifest: ray.data.Dataset, show: int = 10) -> None:
-    dupes = (
-        manifest.select_columns(["id"])
+def fail_duplicate_ids(manifest: ray.data.Dataset) -> tuple[ray.data.Dataset, int]:
+    """Every row whose id occurs more than once fails with ``duplicate_id``; returns the dataset
+    and the number of such rows.
+
+    All occurrences fail, not all but the first: which row came "first" depends on how the
+    manifest was split, and two rows claiming one id cannot both be the row that id names. The
+    duplicated ids are few next to the manifest, so they are collected on the driver.
+    """
+    counts = {
+        d["id"]: int(d["count()"])
+        for d in manifest.select_columns(["id"])
         .groupby("id", num_partitions=shuffle_partitions())
         .count()
         .filter(expr=col("count()") > 1)
-        .take(show)
-    )
-    if dupes:
-        listed = ", ".join(f"{d['id']!r} x{d['count()']}" for d in dupes)
-        raise DuplicateIdError(f"manifest has duplicate ids (first {len(dupes)}): {listed}")
+        .take_all()
+    }
+    if not counts:
+        return manifest, 0
+    logger.warning("manifest: %d ids occur more than once; their %d rows fail as duplicate_id", len(counts), sum(counts.values()))
+    marked = manifest.map_batches(_mark_duplicates, fn_kwargs={"counts": counts}, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+    return marked, sum(counts.values())
+
+
+def _mark_duplicates(batch: pa.Table, *, counts: dict[str, int]) -> pa.Table:
+    ids = batch.column("id").to_pylist()
+    stage = batch.column("error_stage").to_pylist()
+    error = batch.column("error").to_pylist()
+    for i, row_id in enumerate(ids):
+        if row_id in counts and error[i] is None:
+            stage[i] = "manifest"
+            error[i] = f"duplicate_id: id {row_id[:200]!r} occurs {counts[row_id]} times in the manifest"
+    return with_columns(batch, {"error_stage": pa.array(stage, pa.string()), "error": pa.array(error, pa.string())})
 
 
 def cluster_has_gpus() -> bool:
@@ -267,9 +288,9 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
     failed_uri = storage.join(out, FAILED_DIR)
 
     t = time.perf_counter()
-    manifest = read_manifest(cfg).materialize()
+    manifest, _ = fail_duplicate_ids(read_manifest(cfg).materialize())
+    manifest = manifest.materialize()
     rows_read = manifest.count()
-    check_unique_ids(manifest)
     phase["read_manifest_s"] = time.perf_counter() - t
     logger.info("manifest: %d rows", rows_read)
 
@@ -294,17 +315,34 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
         subtitle_files = write_subtitle_files(cfg, ok)
         phase["subtitles_s"] = time.perf_counter() - t
 
-    if rows_read != rows_written + rows_failed:
-        raise AccountingError(
-            f"rows read ({rows_read}) != rows written ({rows_written}) + rows failed ({rows_failed})"
-        )
     metrics = collect_metrics(
         cfg, processed, rows_read=rows_read, rows_written=rows_written, rows_failed=rows_failed,
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )
+    metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
     storage.write_json(storage.join(out, METRICS_FILE), metrics, so)
     print_summary(metrics)
+    raise_if_unbalanced(metrics["accounting"])
     return RunResult(rows_read, rows_written, rows_failed, metrics)
+
+
+def accounting(rows_read: int, rows_written: int, rows_failed: int) -> dict:
+    return {
+        "rows_read": rows_read,
+        "rows_written": rows_written,
+        "rows_failed": rows_failed,
+        "balanced": rows_read == rows_written + rows_failed,
+    }
+
+
+def raise_if_unbalanced(record: dict) -> None:
+    """The job's last word: a row lost or duplicated fails the run (after metrics.json records
+    the counts), never a warning in a log nobody reads."""
+    if not record["balanced"]:
+        raise AccountingError(
+            f"rows read ({record['rows_read']}) != rows written ({record['rows_written']}) "
+            f"+ rows failed ({record['rows_failed']}): rows were lost or duplicated"
+        )
 
 
 def write_rows(ds: ray.data.Dataset, uri: str, storage_options: dict) -> int:

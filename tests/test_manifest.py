@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.manifest import (
     CANONICAL_COLUMNS,
-    MANIFEST_SCHEMA,
+    NORMALIZED_SCHEMA,
     detect_format,
     find_duplicate_ids,
     normalize_manifest,
@@ -29,7 +29,7 @@ def test_schema_order_and_types() -> None:
     assert CANONICAL_COLUMNS == ("id", "audio", "audio_bytes", "offset_s", "duration_hint_s",
                                  "reference", "language_hint", "context")
     out = normalize_manifest(pa.table({"audio": ["a.wav"]}), manifest_dir="/data")
-    assert out.schema == MANIFEST_SCHEMA
+    assert out.schema == NORMALIZED_SCHEMA
 
 
 def test_canonical_jsonl_fields() -> None:
@@ -38,7 +38,7 @@ def test_canonical_jsonl_fields() -> None:
     row = normalize_manifest(t, manifest_dir="/data/set").to_pylist()[0]
     assert row == {"id": "u1", "audio": "/data/set/clips/a.wav", "audio_bytes": None,
                    "offset_s": 1.5, "duration_hint_s": 2.25, "reference": "Hi there",
-                   "language_hint": "en", "context": "names: Ada"}
+                   "language_hint": "en", "context": "names: Ada", "error_stage": None, "error": None}
 
 
 def test_nemo_manifest() -> None:
@@ -141,10 +141,25 @@ def test_numbers_as_strings_and_numeric_ids_are_cast() -> None:
     assert [r["duration_hint_s"] for r in out] == [None, 3.0]
 
 
-def test_bad_number_names_the_column() -> None:
-    t = pa.table({"audio": ["a.wav"], "offset": ["soon"]})
-    with pytest.raises(ValueError, match="'offset'"):
-        normalize_manifest(t, manifest_dir="/m")
+def test_bad_number_fails_its_row_and_names_the_column() -> None:
+    t = pa.table({"audio": ["a.wav", "b.wav"], "offset": ["soon", "2.5"]})
+    out = normalize_manifest(t, manifest_dir="/m").to_pylist()
+    assert out[0]["error_stage"] == "manifest"
+    assert out[0]["error"] == "invalid_field: offset 'soon' is not a number of seconds"
+    assert (out[1]["offset_s"], out[1]["error"]) == (2.5, None)
+
+
+def test_overlong_fields_fail_their_row() -> None:
+    from pipeline.manifest import MAX_FIELD_CHARS
+
+    long_id = "x" * (MAX_FIELD_CHARS["id"] + 1)
+    t = pa.table({"id": [long_id, "ok"], "audio": ["a.wav", "b.wav"], "language": ["en" * 40, "en"]})
+    out = normalize_manifest(t, manifest_dir="/m").to_pylist()
+    assert out[0]["error"].startswith("field_too_long: id has 1025 characters")
+    assert len(out[0]["id"]) < 100 and out[0]["id"].startswith("x" * 64)
+    assert out[1]["error"] is None
+    t = pa.table({"audio": ["a.wav"], "language": ["en" * 40]})
+    assert normalize_manifest(t, manifest_dir="/m").column("error")[0].as_py().startswith("field_too_long: language_hint")
 
 
 def test_normalizing_twice_changes_nothing() -> None:
@@ -157,7 +172,7 @@ def test_empty_batch() -> None:
     t = pa.table({"audio": pa.array([], pa.string())})
     out = normalize_manifest(t, manifest_dir="/m")
     assert out.num_rows == 0
-    assert out.schema == MANIFEST_SCHEMA
+    assert out.schema == NORMALIZED_SCHEMA
 
 
 def test_bundled_speech_manifest() -> None:

@@ -187,16 +187,47 @@ def test_model_prefix_copied_once_per_node(s3_run):
         assert (path / ".complete").exists() and (path / "config.json").exists()
 
 
-def test_duplicate_ids_fail_before_any_model_work(s3, ray_session, tmp_path):
-    from pipeline.transcribe import DuplicateIdError, run
+def test_bad_manifest_lines_fail_their_own_rows(ray_session, tmp_path):
+    """Through the real Ray Data read and decode stages: every non-blank line is one row out, a bad
+    line or field fails only its row, with its category."""
+    from pipeline.manifest import MAX_FIELD_CHARS
+    from pipeline.transcribe import decode, fail_duplicate_ids, read_manifest
 
-    manifest = tmp_path / "dupes.jsonl"
-    rows = [{"id": "a", "audio": str(SPEECH / "en_wav16k.wav")}] * 2 + [{"id": "b", "audio": "x.wav"}]
-    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    cfg = load_config(None, [f"input.manifest={manifest}", f"output.path={tmp_path / 'out'}", "asr.model=/nonexistent/model"])
-    with pytest.raises(DuplicateIdError, match=r"'a' x2"):
-        run(cfg)
-    assert not (tmp_path / "out" / "results").exists()
+    good = str(SPEECH / "en_wav16k.wav")
+    lines = [
+        json.dumps({"id": "good", "audio": good}).encode(),
+        json.dumps({"id": "twice", "audio": good}).encode(),
+        b"",  # blank lines are not rows
+        b'{"id": "broken", "audio": ',
+        json.dumps({"id": "latin1", "audio": good, "text": "caf\u00e9"}).encode().replace(b"caf\\u00e9", "caf\xe9".encode("latin-1")),
+        b'["not", "an", "object"]',
+        json.dumps({"id": "no_audio_field", "text": "hello"}).encode(),
+        json.dumps({"id": "bad_offset", "audio": good, "offset": "soon"}).encode(),
+        json.dumps({"id": "huge_text", "audio": good, "text": "x" * (MAX_FIELD_CHARS["reference"] + 1)}).encode(),
+        json.dumps({"id": "twice", "audio": good}).encode(),
+        json.dumps({"id": "numbers_as_text", "audio": good, "offset": 0.5, "text": 42}).encode(),
+    ]
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    cfg = load_config(None, [f"input.manifest={manifest}", f"output.path={tmp_path / 'out'}"])
+    ds, duplicates = fail_duplicate_ids(read_manifest(cfg).materialize())
+    rows = {r["id"]: r for r in decode(cfg, ds).drop_columns(["samples", "chunks"]).take_all()}
+    assert duplicates == 2 and len(rows) == 9  # 11 lines, 1 blank, "twice" twice
+    assert rows["good"]["error"] is None and rows["numbers_as_text"]["error"] is None
+    assert rows["numbers_as_text"]["reference"] == "42" and rows["numbers_as_text"]["offset_s"] == 0.5
+
+    def failure(row_id: str) -> tuple[str, str]:
+        return rows[row_id]["error_stage"], rows[row_id]["error"].split(":", 1)[0]
+
+    assert failure("twice") == ("manifest", "duplicate_id")
+    assert failure("bad.jsonl:4") == ("manifest", "invalid_manifest_line")
+    assert "line 4 is not JSON" in rows["bad.jsonl:4"]["error"]
+    assert failure("bad.jsonl:5") == ("manifest", "invalid_manifest_line")
+    assert "not UTF-8" in rows["bad.jsonl:5"]["error"]
+    assert failure("bad.jsonl:6") == ("manifest", "invalid_manifest_line")
+    assert failure("no_audio_field") == ("decode", "missing_audio")
+    assert failure("bad_offset") == ("manifest", "invalid_field")
+    assert failure("huge_text") == ("manifest", "field_too_long")
 
 
 def test_cli_config_error_names_the_field(tmp_path):
