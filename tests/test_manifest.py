@@ -213,3 +213,13 @@ def test_multi_chunk_table_and_null_struct() -> None:
     rows = normalize_manifest(t, manifest_dir="/m").to_pylist()
     assert [(r["audio"], r["audio_bytes"]) for r in rows] == [("/m/p1.wav", b"1"), (None, None)]
     assert rows[1]["id"].startswith("noaudio:")
+
+
+def test_unbalanced_accounting_is_a_loud_failure() -> None:
+    from pipeline.transcribe import AccountingError, accounting, raise_if_unbalanced
+
+    raise_if_unbalanced(accounting(5, 3, 2))
+    record = accounting(5, 3, 1)
+    assert record["balanced"] is False
+    with pytest.raises(AccountingError, match=r"rows read \(5\) != rows written \(3\) \+ rows failed \(1\)"):
+        raise_if_unbalanced(record)

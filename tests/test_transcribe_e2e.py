@@ -171,6 +171,7 @@ def test_scores_against_references(s3_run):
 def test_metrics(s3_run):
     m = s3_run["metrics"]
     assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (11, 8, 3)
+    assert m["accounting"] == {"rows_read": 11, "rows_written": 8, "rows_failed": 3, "balanced": True}
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
