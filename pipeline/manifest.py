@@ -18,8 +18,6 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.redact import redact_url
-
 ManifestFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
 MANIFEST_SCHEMA = pa.schema(
@@ -281,8 +279,7 @@ def _derived_id(
     """Stable id from what identifies the row: the audio path as written, else the audio bytes,
     else the row's content. Never from position in the batch, which depends on how Ray splits."""
     if path is not None:
-        # Without credentials: a presigned URL's signature must not become a name in the output.
-        base = redact_url(path)
+        base = path
     elif data is not None:
         base = "sha1:" + hashlib.sha1(data).hexdigest()[:16]
     else:

