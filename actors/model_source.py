@@ -33,9 +33,9 @@ def _cache_dir_for(model: str, cache_root: str) -> Path:
 
 
 def _copy_prefix(model: str, dest: Path, storage_options: dict) -> int:
-    import fsspec
+    from pipeline import storage
 
-    fs, root = fsspec.core.url_to_fs(model.rstrip("/"), **storage_options)
+    fs, root = storage.fsspec_fs(model.rstrip("/"), storage_options)
     files = [f for f in fs.find(root) if not f.endswith("/")]
     if not files:
         raise ModelSourceError(f"model prefix {model} holds no files")

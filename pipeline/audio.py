@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import io
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
-import fsspec
 import numpy as np
 import soundfile as sf
 import soxr
+
+from pipeline import storage
+from pipeline.redact import redact_url
 
 # libsndfile's SF_ERR_UNRECOGNISED_FORMAT: the bytes are not any container it knows, which is a
 # different fix for the user (convert the file) than a truncated or corrupt file.
@@ -33,7 +38,8 @@ class AudioError(Exception):
     """A recording that cannot be turned into samples; `category` is a short machine-readable cause.
 
     Categories: not_found, read_error, decode_error, unsupported_format, empty_audio, bad_segment,
-    missing_audio, too_long, too_short, invalid_samples, silent_audio.
+    missing_audio, too_long, too_short, invalid_samples, silent_audio, unsupported_scheme,
+    forbidden_url, forbidden_path, access_denied, storage_error.
     """
 
     def __init__(self, category: str, message: str) -> None:
@@ -64,6 +70,8 @@ def decode_audio(
     max_duration_s: float | None = None,
     min_duration_s: float | None = None,
     reject_silence: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    allow_local_paths: bool = True,
 ) -> DecodedAudio:
     """Decode `data` if given (embedded audio; `source` then only names it), else read `source`.
 
@@ -75,13 +83,19 @@ def decode_audio(
     (or, for a stream of unknown length, as soon as it passes the limit), so one huge file cannot
     exhaust a worker's memory. Spans shorter than `min_duration_s`, NaN/Inf samples and (with
     `reject_silence`) digital silence are refused too.
+
+    `source` usually comes from a manifest, i.e. from outside: before anything is opened it must
+    pass `check_source` (its scheme, its host against `allowed_hosts`, local paths only with
+    `allow_local_paths`). Messages name it without credentials (`redact_url`).
     """
-    name = source if source else "<embedded audio>"
+    name = redact_url(source) if source else "<embedded audio>"
     if data is None and not source:
         raise AudioError("missing_audio", "row has no audio path and no embedded audio bytes")
     if target_sr <= 0:
         raise ValueError(f"target_sr must be positive, got {target_sr}")
     _check_segment(name, offset_s, duration_s)
+    if data is None:
+        check_source(source, allowed_hosts=allowed_hosts, allow_local_paths=allow_local_paths)
 
     limit = max_duration_s
     try:
@@ -94,13 +108,22 @@ def decode_audio(
             _check_not_empty(name, os.path.getsize(path))
             frames, rate, channels = _decode_stream(path, name, offset_s, duration_s, limit)
         else:
-            with fsspec.open(source, "rb", **(storage_options or {})) as f:
+            fs, path = storage.fsspec_fs(source, _open_options(source, storage_options))
+            with fs.open(path, "rb") as f:
                 _check_not_empty(name, getattr(f, "size", None))
-                frames, rate, channels = _decode_stream(f, name, offset_s, duration_s, limit)
+                fetch = _Fetch(f)
+                try:
+                    frames, rate, channels = _decode_stream(fetch, name, offset_s, duration_s, limit)
+                finally:
+                    fetch.raise_failure()
     except AudioError:
         raise
     except FileNotFoundError as e:
+        if isinstance(e.__cause__, AudioError):  # a refused redirect, re-raised by fsspec's info()
+            raise e.__cause__ from None
         raise AudioError("not_found", f"{name}: file not found") from e
+    except PermissionError as e:
+        raise AudioError("access_denied", f"{name}: access denied: {e}") from e
     except sf.LibsndfileError as e:
         if e.code == _SF_ERR_UNRECOGNISED_FORMAT:
             raise AudioError(
@@ -111,8 +134,13 @@ def decode_audio(
     except (RuntimeError, EOFError) as e:
         # soundfile raises plain RuntimeError (SoundFileRuntimeError) for some decoder failures.
         raise AudioError("decode_error", f"{name}: cannot decode audio: {e}") from e
+    except storage.transport_errors() as e:
+        raise AudioError("storage_error", f"{name}: storage request failed after retries: {type(e).__name__}: {e}") from e
     except OSError as e:
-        # Permission denied, network failure, a directory instead of a file, ...
+        if data is None and not _is_local(source):
+            # The clients retried 5xx replies, timeouts and dropped connections; this one outlasted them.
+            raise AudioError("storage_error", f"{name}: storage request failed after retries: {e}") from e
+        # A directory instead of a file, a disk error, ...
         raise AudioError("read_error", f"{name}: cannot read file: {e}") from e
 
     seconds = frames.shape[0] / rate
@@ -132,6 +160,112 @@ def decode_audio(
         source_channels=channels,
         duration_s=frames.shape[0] / rate,
     )
+
+
+# Schemes a manifest may name besides local paths. fsspec knows many more (memory://, zip://,
+# ftp://, sftp://, "a::b" chains, ...): a manifest is data from outside and must not choose how,
+# or from where, the workers read.
+_STORAGE_SCHEMES = frozenset({"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+_HTTP_SCHEMES = frozenset({"http", "https"})
+_SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
+# Characters that URL parsers disagree on (a backslash before "@" is a classic way to make a
+# checker and a client see different hosts): refused in the authority of an http(s) URL.
+_AMBIGUOUS_AUTHORITY = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
+def host_allowed(host: str, allowed_hosts: Sequence[str]) -> bool:
+    """``host`` equals an entry, or ends in the suffix of a ``*.example.com`` entry (which does
+    not match ``example.com`` itself). Case-insensitive; entries never match by IP range."""
+    host = host.lower().rstrip(".")
+    for entry in allowed_hosts:
+        entry = entry.lower().rstrip(".")
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def check_source(source: str, *, allowed_hosts: Sequence[str] = (), allow_local_paths: bool = True) -> None:
+    """Raise AudioError unless `source` may be read: a local path or file:// (with
+    `allow_local_paths`), an object store (s3://, gs://, ...), or http(s):// whose host is in
+    `allowed_hosts`. Nothing is opened or resolved here, so a refused URL costs no connection."""
+    name = redact_url(source)
+    if _is_local(source):
+        if not allow_local_paths:
+            raise AudioError(
+                "forbidden_path", f"{name}: local paths are not allowed (input.allow_local_paths is false)"
+            )
+        return
+    scheme, _, rest = source.partition("://")
+    scheme = scheme.lower()
+    if not _SCHEME.fullmatch(scheme) or "::" in source:
+        raise AudioError("unsupported_scheme", f"{name}: not a plain URL (chained fsspec URLs are not read)")
+    if scheme in _STORAGE_SCHEMES:
+        return
+    if scheme not in _HTTP_SCHEMES:
+        readable = ", ".join(sorted(_STORAGE_SCHEMES | _HTTP_SCHEMES))
+        raise AudioError("unsupported_scheme", f"{name}: scheme {scheme}:// is not read (readable: local paths, {readable})")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    try:
+        host = urlsplit(source).hostname or ""
+    except ValueError:  # a malformed port or IPv6 literal
+        host = ""
+    if not host or _AMBIGUOUS_AUTHORITY.search(authority) or authority.count("@") > 1:
+        raise AudioError("forbidden_url", f"{name}: the URL's host cannot be read unambiguously")
+    if not host_allowed(host, allowed_hosts):
+        why = "no host is allowed" if not allowed_hosts else "not among input.allowed_hosts"
+        raise AudioError("forbidden_url", f"{name}: host {host} is not allowed to be fetched ({why})")
+
+
+async def _refuse_redirect(response: Any) -> None:
+    # An allowed host must not send the worker on to one that is not (an internal address, the
+    # cloud metadata server): redirects are refused, not followed.
+    if 300 <= response.status < 400:
+        target = redact_url(str(response.headers.get("Location", "")))
+        raise AudioError(
+            "forbidden_url", f"{redact_url(str(response.url))}: the server redirects ({response.status}) to {target}; redirects are not followed"
+        )
+
+
+def _open_options(source: str, storage_options: dict | None) -> dict:
+    if source.partition("://")[0].lower() in _HTTP_SCHEMES:
+        # The input's storage_options are for the object store (keys, endpoint): never sent to a
+        # web host. Credentials for an allowed host go in the URL's userinfo.
+        return {"allow_redirects": False, "client_kwargs": {"raise_for_status": _refuse_redirect}}
+    return dict(storage_options or {})
+
+
+class _Fetch:
+    """A remote file as libsndfile reads it, keeping the error a read raised.
+
+    libsndfile's I/O callbacks cannot raise: an exception there is printed and taken for the end
+    of the file, so a fetch that failed after its retries would pass for a corrupt, unrecognised
+    or (worse) shorter recording. The read ends instead and `raise_failure` raises the real error.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self._error is None:
+            try:
+                return self._f.read(size)
+            except Exception as e:
+                self._error = e
+        return b""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def _check_not_empty(name: str, size: int | None) -> None:

@@ -7,11 +7,13 @@ cluster spent minutes loading models.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,33 @@ class InputConfig(_Strict):
         default=None, description="Base for relative audio paths; unset = the manifest's directory"
     )
     limit: int | None = Field(default=None, gt=0, description="Read only the first N rows (smoke runs)")
+    # A manifest is data from outside; the config is trusted. These two say what a manifest may
+    # make the workers read besides the object store: without them an audio URL like
+    # http://169.254.169.254/... would have a worker fetch the cloud metadata server.
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts http(s):// audio may come from: exact names or IPs, or *.example.com; empty = no http(s) audio",
+    )
+    allow_local_paths: bool = Field(
+        default=True, description="Audio may be a local path or file:// (false for manifests you do not control)"
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str]) -> list[str]:
+        cleaned = []
+        for raw in hosts:
+            host = raw.strip().lower().rstrip(".")
+            name = host[2:] if host.startswith("*.") else host
+            if ":" in name:
+                try:
+                    ipaddress.IPv6Address(name)
+                except ValueError:
+                    raise ValueError(f"{raw!r}: give a host name only (no scheme, port or path)") from None
+            elif not name or not re.fullmatch(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*", name):
+                raise ValueError(f"{raw!r}: give a host name, an IP address or *.example.com (no scheme, port or path)")
+            cleaned.append(host)
+        return cleaned
 
 
 class SubtitleOptions(_Strict):
@@ -54,8 +83,12 @@ class OutputConfig(_Strict):
     path: str = Field(description="Output prefix: results/, failed/ and metrics.json go under it")
     storage_options: dict[str, Any] = Field(default_factory=dict)
     overwrite: bool = Field(
-        default=True,
-        description="Replace results/ and failed/ from an earlier run at the same path",
+        default=False,
+        description="true: replace results/, failed/ and subtitles/ of an earlier run; false: resume it (ids already written are skipped)",
+    )
+    rows_per_file: int = Field(
+        default=1000, gt=0,
+        description="Rows per committed results/failed file: what a killed job can lose at most per file being written",
     )
     subtitles: list[Literal["srt", "vtt"]] = Field(
         default_factory=list,
@@ -309,6 +342,8 @@ class LabelJobConfig(JobConfig):
     def _needs_words(self) -> "LabelJobConfig":
         if not self.align.enabled:
             raise ValueError("align.enabled: the label job cuts at word times; remove the field or set it true")
+        if not self.output.overwrite:
+            raise ValueError("output.overwrite: the label job does not resume; set it true (its outputs are replaced)")
         if self.filter.max_agreement_wer is not None and not self.agreement.enabled:
             raise ValueError("filter.max_agreement_wer needs agreement.enabled: true (or set it null)")
         return self

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from pipeline.audio import AudioError, decode_audio
 from pipeline.chunking import plan_chunks
+from pipeline.redact import redact_text, redact_url, secret_values
 from pipeline.schema import with_columns
 
 SAMPLE_RATE = 16000
@@ -43,8 +44,13 @@ def decode_batch(
     max_audio_s: float | None = None,
     min_audio_s: float | None = None,
     reject_silence: bool = False,
+    allowed_hosts: list[str] | None = None,
+    allow_local_paths: bool = True,
 ) -> pa.Table:
     """For `map_batches(batch_format="pyarrow", fn_kwargs=...)`.
+
+    Error messages and the `audio` column leave this stage without credentials (URL userinfo,
+    presigned query values, anything in `storage_options`): nothing after it needs them.
 
     A plain function, not a callable class: Ray Data runs it as tasks, which share the cores
     elastically with the manifest read; an actor pool pins its cores (with as many actors as
@@ -61,6 +67,7 @@ def decode_batch(
     names = batch.column_names
     error_stage = batch.column("error_stage").to_pylist() if "error_stage" in names else [None] * n
     error = batch.column("error").to_pylist() if "error" in names else [None] * n
+    known = secret_values(storage_options)  # literals to keep out of messages, whatever their form
     for i in range(n):
         if error[i] is not None:
             samples.append(np.empty(0, np.float32))
@@ -82,14 +89,16 @@ def decode_batch(
                 max_duration_s=max_audio_s,
                 min_duration_s=min_audio_s,
                 reject_silence=reject_silence,
+                allowed_hosts=allowed_hosts or (),
+                allow_local_paths=allow_local_paths,
             )
             bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
         except AudioError as e:
-            error_stage[i], error[i] = "decode", f"{e.category}: {e}"
+            error_stage[i], error[i] = "decode", redact_text(f"{e.category}: {e}", known)
             samples.append(np.empty(0, np.float32))
             chunks.append(np.empty(0, np.int64))
         except Exception as e:  # a bad file must not take the batch down with it
-            error_stage[i], error[i] = "decode", f"decode_error: {type(e).__name__}: {e}"
+            error_stage[i], error[i] = "decode", redact_text(f"decode_error: {type(e).__name__}: {e}", known)
             samples.append(np.empty(0, np.float32))
             chunks.append(np.empty(0, np.int64))
         else:
@@ -102,6 +111,9 @@ def decode_batch(
 
     keep = [c for c in batch.column_names if c != "audio_bytes"]  # bytes are not needed past here
     out = batch.select(keep)
+    if "audio" in keep:
+        redacted = [None if a is None else redact_url(a, known) for a in out.column("audio").to_pylist()]
+        out = out.set_column(keep.index("audio"), "audio", pa.array(redacted, pa.string()))
     new_columns = {
         "samples": _list_array(samples, pa.float32()),
         "chunks": _list_array(chunks, pa.int64()),

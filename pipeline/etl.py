@@ -42,6 +42,7 @@ from pipeline.etl_record import (
     record_uri,
     select_new,
 )
+from pipeline.redact import redact_url
 from pipeline.run_lock import RunLock, open_store
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def run_etl(cfg: EtlConfig, transcribe: Transcribe) -> EtlResult:
         summary = {
             "run_id": run_id,
             "partition": partition,
-            "source": cfg.source.prefix,
+            "source": redact_url(cfg.source.prefix),  # the record is read by anyone with the output
             "host": socket.gethostname(),
             "started_at": _iso(started),
             "committed_at": None,

@@ -18,6 +18,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.redact import redact_url
+
 ManifestFormat = Literal["jsonl", "csv", "tsv", "parquet"]
 
 MANIFEST_SCHEMA = pa.schema(
@@ -279,7 +281,8 @@ def _derived_id(
     """Stable id from what identifies the row: the audio path as written, else the audio bytes,
     else the row's content. Never from position in the batch, which depends on how Ray splits."""
     if path is not None:
-        base = path
+        # Without credentials: a presigned URL's signature must not become a name in the output.
+        base = redact_url(path)
     elif data is not None:
         base = "sha1:" + hashlib.sha1(data).hexdigest()[:16]
     else:

