@@ -228,7 +228,9 @@ def _recover(root: str, storage_options: dict, done: DoneSet) -> list[str]:
     """
     fs, path = storage.fsspec_fs(root, storage_options)
     path = path.rstrip("/")
-    fs.invalidate_cache(path)
+    # Everything: a child listing cached by this process (the partition written before a crash)
+    # would make the recursive removal below miss files another writer added.
+    fs.invalidate_cache()
     scheme = root.split("://", 1)[0] + "://" if "://" in root else ""
     removed = []
     for part in fs.glob(storage.join(path, "date=*", "run=*")):

@@ -157,6 +157,7 @@ def parquet_files(uri: str, storage_options: dict | None = None) -> list[str]:
     """Complete Parquet files under a prefix (dot- and underscore-names are in-progress or
     metadata files, as for every Parquet reader)."""
     fs, path = fsspec_fs(uri, storage_options)
+    fs.invalidate_cache()  # what other processes wrote since this one last listed counts
     if not fs.exists(path):
         return []
     return sorted(
@@ -166,6 +167,7 @@ def parquet_files(uri: str, storage_options: dict | None = None) -> list[str]:
 
 def remove_prefix(uri: str, storage_options: dict | None = None) -> None:
     fs, path = fsspec_fs(uri, storage_options)
+    fs.invalidate_cache()  # a stale child listing would leave files behind
     if fs.exists(path):
         fs.rm(path, recursive=True)
 

@@ -122,18 +122,19 @@ def _upload(fs, local: Path, key: str) -> None:
 
 
 def _rows(fs, prefix: str) -> list[dict]:
-    fs.invalidate_cache(prefix)
+    # The job writes through its own client instances: only a full invalidation sees their writes.
+    fs.invalidate_cache()
     keys = [k for k in fs.find(prefix) if k.endswith(".parquet")] if fs.exists(prefix) else []
     return [r for k in sorted(keys) for r in pq.read_table(io.BytesIO(fs.cat_file(k))).to_pylist()]
 
 
 def _partitions(fs) -> list[str]:
-    fs.invalidate_cache(ROOT)
+    fs.invalidate_cache()
     return sorted(fs.glob(f"{ROOT}/date=*/run=*"))
 
 
 def _records(fs) -> dict[str, list[dict]]:
-    fs.invalidate_cache(f"{ROOT}/_etl/runs")
+    fs.invalidate_cache()
     keys = fs.glob(f"{ROOT}/_etl/runs/*.parquet")
     return {Path(k).stem: pq.read_table(io.BytesIO(fs.cat_file(k))).to_pylist() for k in keys}
 
