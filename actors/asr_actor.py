@@ -86,6 +86,7 @@ class AsrActor:
         engine: dict | None = None,
         max_chunk_s: float = 60.0,
         keep_audio: bool = False,
+        language_hints: bool = True,
     ):
         from actors.asr_engine import AsrEngine
         from actors.model_source import resolve_model
@@ -104,6 +105,7 @@ class AsrActor:
             **engine,
         )
         self.language = language
+        self.language_hints = language_hints
         self.context = context
         # The aligner stage after this one needs the waveform again.
         self.keep_audio = keep_audio
@@ -144,7 +146,7 @@ class AsrActor:
         offsets = samples_col.offsets.to_numpy()
         error_stage = batch.column("error_stage").to_pylist()
         error = batch.column("error").to_pylist()
-        hints = batch.column("language_hint").to_pylist() if "language_hint" in names else [None] * n
+        hints = batch.column("language_hint").to_pylist() if "language_hint" in names and self.language_hints else [None] * n
         contexts = batch.column("context").to_pylist() if "context" in names else [None] * n
 
         jobs: dict[int, Any] = {}

@@ -42,6 +42,9 @@ class InputConfig(_Strict):
         default=None, description="Base for relative audio paths; unset = the manifest's directory"
     )
     limit: int | None = Field(default=None, gt=0, description="Read only the first N rows (smoke runs)")
+    language: str | None = Field(
+        default=None, description="Language of rows whose manifest names none (a test set of one language)"
+    )
     # A manifest is data from outside; the config is trusted. These two say what a manifest may
     # make the workers read besides the object store: without them an audio URL like
     # http://169.254.169.254/... would have a worker fetch the cloud metadata server.
@@ -122,6 +125,11 @@ class StageConfig(_Strict):
 class PoolConfig(_Strict):
     min_size: int = Field(default=1, ge=1)
     max_size: int = Field(default=1, ge=1)
+    task_retries: int = Field(
+        default=2, ge=0,
+        description="Retries of a batch whose actor process died (Ray replaces the actor); then its rows "
+        "are retried one at a time, and a row that still fails goes to failed/ as worker_crashed",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "PoolConfig":
@@ -162,6 +170,11 @@ class AsrConfig(_Strict):
     max_new_tokens: int = Field(default=512, gt=0)
     language: str | None = Field(
         default=None, description="Force this language for every row (else per-row hint or auto)"
+    )
+    language_hints: bool = Field(
+        default=True,
+        description="false: the rows' language is kept (scoring, language-ID accuracy) but not given to the "
+        "model, which identifies it itself (the released models' evaluation protocol)",
     )
     context: str = Field(default="", description="Job-level context / hotwords for every row")
     batch_size: int = Field(default=16, gt=0, description="Rows per Ray batch sent to one actor")
@@ -224,6 +237,16 @@ class RayConfig(_Strict):
     object_store_memory: int | None = Field(default=None, gt=0)
 
 
+class ProgressConfig(_Strict):
+    """Progress lines in the driver's log (what `ray job logs` shows)."""
+
+    # Rows count once committed, rows_per_file at a time: a shorter interval than one file
+    # takes to fill only repeats the same numbers.
+    interval_s: float = Field(
+        default=30.0, ge=0, description="Seconds between progress lines; 0 = a line per committed file"
+    )
+
+
 class JobConfig(_Strict):
     """The transcribe job: ASR, optionally followed by alignment."""
 
@@ -234,6 +257,7 @@ class JobConfig(_Strict):
     align: AlignConfig = Field(default_factory=AlignConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    progress: ProgressConfig = Field(default_factory=ProgressConfig)
 
     @property
     def aligns(self) -> bool:
@@ -258,6 +282,7 @@ class AlignJobConfig(_Strict):
     decode: StageConfig = Field(default_factory=StageConfig)
     align: AlignOnlyConfig = Field(default_factory=AlignOnlyConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    progress: ProgressConfig = Field(default_factory=ProgressConfig)
 
     @property
     def aligns(self) -> bool:

@@ -14,6 +14,7 @@ from pipeline.config import (
     AlignConfig,
     AsrConfig,
     JobConfig,
+    ProgressConfig,
     RayConfig,
     ScoreConfig,
     StageConfig,
@@ -113,6 +114,7 @@ class EtlConfig(_Strict):
     align: AlignConfig = Field(default_factory=AlignConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    progress: ProgressConfig = Field(default_factory=ProgressConfig)
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -161,5 +163,6 @@ class EtlConfig(_Strict):
                 "align": self.align.model_dump(),
                 "score": self.score.model_dump(),
                 "ray": self.ray.model_dump(),
+                "progress": self.progress.model_dump(),
             }
         )

@@ -29,8 +29,11 @@ from pipeline.label_stage import (
 )  # fmt: skip
 from pipeline.subtitle_stage import SUBTITLES_DIR
 from pipeline.metrics import collect_metrics, print_summary
+from pipeline.progress import ProgressReporter
+from pipeline.report import write_report
 from pipeline.transcribe import (
     FAILED_DIR, LIGHT_CPUS, accounting, raise_if_unbalanced, METRICS_FILE, RESULTS_DIR, AccountingError, RunResult, actor_pool, write_rows,
+    restarts,
     write_subtitle_files, actor_gpus, build_pipeline, fail_duplicate_ids, engine_cpus, engine_options, read_manifest,
 )  # fmt: skip
 
@@ -68,6 +71,7 @@ def build_label_pipeline(cfg: LabelJobConfig, manifest: ray.data.Dataset) -> ray
             batch_format="pyarrow",
             batch_size=a.batch_size,
             compute=actor_pool(a.pool.min_size, a.pool.max_size, a.max_in_flight_batches),
+            **restarts(a.pool),
             num_gpus=gpus,
             num_cpus=engine_cpus(a.cpus_per_actor, engines),
         )
@@ -153,7 +157,9 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
             storage.remove_prefix(storage.join(out, name), so)
 
     t = time.perf_counter()
-    processed = build_label_pipeline(cfg, manifest).materialize()
+    progress = ProgressReporter(rows_read, cfg.progress.interval_s)
+    processed = progress.materialize(build_label_pipeline(cfg, manifest))
+    progress.finish()
     phase["process_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -186,6 +192,7 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )  # fmt: skip
     metrics["job"] = "label"
+    metrics["progress"] = progress.samples()
     metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
     metrics["label"] = {
         **summary,
@@ -194,6 +201,7 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
         "agreement_engine_busy_s": float(processed.sum("agreement_busy_s") or 0.0) if cfg.agreement.enabled else None,
     }
     storage.write_json(storage.join(out, METRICS_FILE), metrics, so)
+    write_report(out, metrics, so)
     print_summary(metrics)
     s = metrics["label"]
     print(

@@ -106,6 +106,7 @@ def normalize_manifest(
     *,
     manifest_dir: str,
     column_map: Mapping[str, str] | None = None,
+    default_language: str | None = None,
 ) -> pa.Table:
     """Canonical columns (see MANIFEST_SCHEMA), one row per input row, extra columns dropped.
 
@@ -179,7 +180,9 @@ def normalize_manifest(
         "duration_hint_s": seconds("duration_hint_s"),
         # An empty reference is meaningful (no speech expected), so it stays "" rather than null.
         "reference": limited("reference", text("reference", empty_is_null=False)),
-        "language_hint": limited("language_hint", text("language_hint")),
+        "language_hint": pc.coalesce(limited("language_hint", text("language_hint")), pa.scalar(default_language, pa.string()))
+        if default_language
+        else limited("language_hint", text("language_hint")),
         "context": limited("context", text("context")),
     }
     offset_values = offsets.to_pylist()

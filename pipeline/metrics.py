@@ -53,6 +53,13 @@ def _add_keys(batch: pa.Table) -> pa.Table:
         return pc.coalesce(batch.column(name), pa.scalar(0, typ)) if name in batch.column_names else pa.array([0] * n, typ)
 
     ok = pc.invert(failed)
+    # Language identification: rows whose manifest names the language and whose detected one
+    # (a model told the language echoes it: meaningful with asr.language_hints false).
+    detected = batch.column("language").to_pylist()
+    hints = hint.to_pylist()
+    ok_list = ok.to_pylist()
+    lid_rows = [int(bool(ok_list[i] and hints[i] and hints[i].strip())) for i in range(n)]
+    lid_correct = [int(lid_rows[i] and language_key(detected[i]) == language_key(hints[i])) for i in range(n)]
     if "words" in batch.column_names:
         aligned = pc.and_(ok, pc.is_valid(batch.column("words")))
         words = pc.coalesce(pc.list_value_length(batch.column("words")).cast(pa.int64()), pa.scalar(0, pa.int64()))
@@ -69,6 +76,8 @@ def _add_keys(batch: pa.Table) -> pa.Table:
             "align_busy_s": num("align_busy_s", pa.float64()),
             "skip_key": pc.if_else(pc.and_(ok, pc.is_valid(skip)), skip_key, pa.scalar(None, pa.string())),
             "lang_key": pa.array([language_key(v) for v in lang], pa.string()),
+            "lid_rows": pa.array(lid_rows, pa.int64()),
+            "lid_correct": pa.array(lid_correct, pa.int64()),
             "unit": pc.coalesce(batch.column("unit"), pa.scalar("none")) if "unit" in batch.column_names else pa.array(["none"] * n),
             "ok": ok,
             "fail_key": pc.coalesce(category, pa.scalar("")),
@@ -89,7 +98,7 @@ def _add_keys(batch: pa.Table) -> pa.Table:
     )
 
 
-_SUMS = ("audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned", "words", "align_s", "align_busy_s")
+_SUMS = ("lid_rows", "lid_correct", "audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned", "words", "align_s", "align_busy_s")
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
 
@@ -119,7 +128,9 @@ def collect_metrics(
     by_language = []
     scored = keyed.filter(expr=col("scored")) if this_run else None
     if scored is not None and scored.count():
-        groups = scored.groupby(["lang_key", "unit"], num_partitions=shuffle_partitions()).aggregate(Count(), *(Sum(c) for c in _ERRS)).take_all()
+        groups = scored.groupby(["lang_key", "unit"], num_partitions=shuffle_partitions()).aggregate(
+            Count(), *(Sum(c) for c in (*_ERRS, "lid_rows", "lid_correct"))
+        ).take_all()
         for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
             ref_units = int(g["sum(ref_units)"])
             by_language.append(
@@ -129,6 +140,7 @@ def collect_metrics(
                     "rows": int(g["count()"]),
                     **{k: int(g[f"sum({k})"]) for k in _ERRS},
                     "error_rate": (g["sum(errors)"] / ref_units) if ref_units else None,
+                    "language_id_accuracy": _ratio(g["sum(lid_correct)"], g["sum(lid_rows)"]),
                 }
             )
     failures = {}
@@ -185,6 +197,13 @@ def collect_metrics(
             "align_engine_busy_s": total["align_busy_s"],
         },
         "align": align,
+        # Rows whose manifest names their language: how often the detected one matched.
+        "language_id": {
+            "rows": int(total["lid_rows"]),
+            "correct": int(total["lid_correct"]),
+            "accuracy": _ratio(total["lid_correct"], total["lid_rows"]),
+            "hints_given_to_model": bool(getattr(getattr(cfg, "asr", None), "language_hints", True)) if transcribing else None,
+        },
         "wer": {
             "by_language": by_language,
             # A corpus number mixing words and characters would mean nothing: one per unit.
@@ -195,6 +214,10 @@ def collect_metrics(
         "config": redact(cfg.model_dump(mode="json")),
         "versions": package_versions(),
     }
+
+
+def _ratio(part, whole):
+    return float(part) / float(whole) if whole else None
 
 
 def _corpus(by_language: list[dict]) -> dict:

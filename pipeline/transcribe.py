@@ -25,7 +25,10 @@ from pipeline.decode_stage import decode_batch
 from pipeline.manifest import detect_format, normalize_manifest
 from pipeline.manifest_lines import JsonlLinesDatasource, parse_lines
 from pipeline.metrics import collect_metrics, print_summary, shuffle_partitions
+from pipeline.progress import ProgressReporter
+from pipeline.report import write_report
 from pipeline.schema import conform, with_columns
+from pipeline.recovery import retry_lost_rows, tolerate_lost_blocks
 from pipeline.score_stage import score_batch
 from pipeline.subtitle_stage import SUBTITLES_DIR, write_subtitles
 from pipeline import storage
@@ -77,7 +80,7 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
         normalize_manifest,
         batch_format="pyarrow",
         num_cpus=LIGHT_CPUS,
-        fn_kwargs={"manifest_dir": manifest_dir, "column_map": dict(cfg.input.column_map)},
+        fn_kwargs={"manifest_dir": manifest_dir, "column_map": dict(cfg.input.column_map), "default_language": cfg.input.language},
     )
     # Ray Data sizes blocks by bytes, and a manifest row is a few hundred bytes that stand for
     # seconds of decoding: a 10,000-row manifest would be one block, i.e. one decode task on one
@@ -186,6 +189,13 @@ def actor_pool(min_size: int, max_size: int, in_flight: int) -> ray.data.ActorPo
     )
 
 
+def restarts(pool) -> dict:
+    """Remote args of an engine actor pool: a dead actor is always replaced (a pool that shrank
+    for good would stall the job), and its batch retried a bounded number of times, so a row that
+    kills every actor it reaches cannot hold the job forever (see pipeline/recovery.py)."""
+    return {"max_restarts": -1, "max_task_retries": pool.task_retries}
+
+
 def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
     """The CPU stage: decode, resample to 16 kHz mono, plan chunks."""
     transcribing = isinstance(cfg, JobConfig)
@@ -212,11 +222,17 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
 
 
 def build_pipeline(
-    cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset, *, keep_audio: bool = False, engines: int | None = None
+    cfg: JobConfig | AlignJobConfig,
+    manifest: ray.data.Dataset,
+    *,
+    keep_audio: bool = False,
+    engines: int | None = None,
+    asr_actor: type | None = None,
 ) -> ray.data.Dataset:
     """decode -> [ASR] -> [aligner] -> [score]. ``keep_audio``: rows keep their waveform for a
     later stage; ``engines``: how many engine stages share a GPU and the CPUs by default (the
-    stages built here, unless the caller adds more)."""
+    stages built here, unless the caller adds more); ``asr_actor``: an ``AsrActor`` subclass to
+    run instead (one that adds to what each batch goes through)."""
     transcribing = isinstance(cfg, JobConfig)
     engines = engines or (int(transcribing) + int(cfg.aligns))
     ds = decode(cfg, manifest)
@@ -228,7 +244,7 @@ def build_pipeline(
         asr = cfg.asr
         gpus = actor_gpus(asr.gpus_per_actor, round(1.0 / engines, 3))
         ds = ds.map_batches(
-            AsrActor,
+            asr_actor or AsrActor,
             fn_constructor_kwargs={
                 "model": asr.model,
                 "model_cache_dir": asr.model_cache_dir,
@@ -239,10 +255,12 @@ def build_pipeline(
                 "engine": engine_options(asr.engine, gpus),
                 "max_chunk_s": asr.max_chunk_s,
                 "keep_audio": cfg.aligns or keep_audio,
+                "language_hints": asr.language_hints,
             },
             batch_format="pyarrow",
             batch_size=asr.batch_size,
             compute=actor_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches),
+            **restarts(asr.pool),
             num_gpus=gpus,
             num_cpus=engine_cpus(asr.cpus_per_actor, engines),
         )
@@ -264,6 +282,7 @@ def build_pipeline(
             batch_format="pyarrow",
             batch_size=align.batch_size,
             compute=actor_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches),
+            **restarts(align.pool),
             num_gpus=gpus,
             num_cpus=engine_cpus(align.cpus_per_actor, engines),
         )
@@ -280,9 +299,9 @@ class RunResult:
     metrics: dict
 
 
-def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
+def run(cfg: JobConfig | AlignJobConfig, *, asr_actor: type | None = None) -> RunResult:
     """Run the whole job (transcribe or align, by the config's type) on the current Ray cluster;
-    returns counts and the metrics written."""
+    returns counts and the metrics written. ``asr_actor``: see ``build_pipeline``."""
     started = time.time()
     phase: dict[str, float] = {}
     out = cfg.output.path
@@ -299,6 +318,7 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
 
     subtitles_uri = storage.join(out, SUBTITLES_DIR)
     rows_resumed = 0
+    recovery: dict = {}
     if cfg.output.overwrite:
         for uri in (results_uri, failed_uri, subtitles_uri):
             storage.remove_prefix(uri, so)
@@ -310,6 +330,7 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
             rows_resumed = rows_read - manifest.count()
             logger.info("resuming: %d of %d rows are already in %s; %d to go", rows_resumed, rows_read, out, rows_read - rows_resumed)
 
+    progress = ProgressReporter(rows_read - rows_resumed, cfg.progress.interval_s)
     t = time.perf_counter()
     # Rows are written as they finish (commit_rows), not after the whole corpus: a job killed
     # after hours keeps what it finished.
@@ -317,7 +338,10 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
         logger.info("every row of the manifest is already in %s: nothing to do", out)
         processed = manifest.limit(0).materialize()  # no engine is started
     else:
-        processed = commit(cfg, build_pipeline(cfg, manifest), results_uri, failed_uri).materialize()
+        processed, recovery = process(
+            cfg, manifest, results_uri, failed_uri, committed_before=rows_resumed, asr_actor=asr_actor, progress=progress
+        )
+        progress.finish()
     phase["process_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -337,11 +361,37 @@ def run(cfg: JobConfig | AlignJobConfig) -> RunResult:
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )
     metrics["rows_resumed"] = rows_resumed
+    metrics["progress"] = progress.samples()
+    metrics["recovery"] = recovery
     metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
     storage.write_json(storage.join(out, METRICS_FILE), metrics, so)
+    write_report(out, metrics, so)
     print_summary(metrics)
     raise_if_unbalanced(metrics["accounting"])
     return RunResult(rows_read, rows_written, rows_failed, metrics)
+
+
+def process(
+    cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset, results_uri: str, failed_uri: str, *,
+    committed_before: int = 0, asr_actor: type | None = None, progress: ProgressReporter | None = None,
+) -> tuple[ray.data.Dataset, dict]:
+    """Every stage over the manifest, rows committed as they finish; rows lost with a task that
+    failed for good are retried alone (pipeline/recovery.py). Returns what the last stage passed
+    on (for the metrics) and the recovery counts."""
+
+    def run_pass(pass_cfg, rows: ray.data.Dataset) -> ray.data.Dataset:
+        stages = build_pipeline(pass_cfg, rows, asr_actor=asr_actor)
+        with tolerate_lost_blocks(commit(pass_cfg, stages, results_uri, failed_uri)) as ds:
+            # Streamed through the reporter: progress lines in the driver's log while it runs.
+            return progress.materialize(ds) if progress else ds.materialize()
+
+    processed = run_pass(cfg, manifest)
+    recovery, retried = retry_lost_rows(
+        cfg, manifest, results_uri=results_uri, failed_uri=failed_uri, run_pass=run_pass, committed_before=committed_before
+    )
+    if retried is not None:
+        processed = processed.union(retried).materialize()
+    return processed, recovery
 
 
 def commit(cfg: JobConfig | AlignJobConfig, ds: ray.data.Dataset, results_uri: str, failed_uri: str) -> ray.data.Dataset:

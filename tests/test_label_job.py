@@ -199,3 +199,9 @@ def test_label_cli_rejects_a_filter_without_its_model():
     )  # fmt: skip
     assert proc.returncode == 2
     assert "max_agreement_wer needs agreement.enabled" in proc.stderr
+
+
+def test_report_and_progress(label_run):
+    page = label_run["fs"].cat_file("labels/set1/report.html").decode()
+    assert page.startswith("<!DOCTYPE html>") and "utterances kept" in page
+    assert label_run["metrics"]["progress"][-1][1] == len(label_run["rows"])

@@ -223,3 +223,9 @@ def test_unbalanced_accounting_is_a_loud_failure() -> None:
     assert record["balanced"] is False
     with pytest.raises(AccountingError, match=r"rows read \(5\) != rows written \(3\) \+ rows failed \(1\)"):
         raise_if_unbalanced(record)
+
+
+def test_a_test_set_language_fills_rows_that_name_none():
+    t = pa.table({"audio": ["a.wav", "b.wav"], "language": [None, "fr"]})
+    out = normalize_manifest(t, manifest_dir="/m", default_language="de").column("language_hint").to_pylist()
+    assert out == ["de", "fr"]

@@ -329,3 +329,9 @@ def test_subtitles_parse_with_real_parsers(s3_run):
             assert joined == " ".join(texts).split()
             assert [html.unescape(c.text) for c in vtt_cues] == [c.content for c in srt_cues]
     assert "audio%2Fen_long_16k.flac.srt" in files  # an id with "/" stays one file name
+
+
+def test_report_written_to_the_s3_output(s3, s3_run):
+    page = s3.fs().cat_file("out/run1/report.html").decode()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 5
+    assert "&quot;testing&quot;" not in page  # the storage_options key and secret

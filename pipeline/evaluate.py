@@ -1,0 +1,198 @@
+"""The evaluation job: named test sets through the transcribe pipeline under the released models'
+protocol, summarized in the shape of the Qwen3-ASR model card's tables.
+
+Protocol (fixed, not configurable, so numbers compare with the model card): greedy decoding,
+max_new_tokens 1024, no language given to the model (it identifies the language; the manifest's
+language is kept for scoring and for language-identification accuracy), no context. Scoring is
+the pipeline's own (pipeline/scoring.py): raw texts stored, one pinned normalizer, corpus-level
+error counts with substitutions, deletions and insertions kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pipeline import storage
+from pipeline.config import (
+    AsrConfig, InputConfig, JobConfig, OutputConfig, RayConfig, ScoreConfig, StageConfig, _Strict,
+)  # fmt: skip
+from pipeline.redact import redact_url
+
+logger = logging.getLogger(__name__)
+
+# Column names of the common test-set layouts, as manifest columns -> canonical fields.
+STYLES: dict[str, dict[str, str]] = {
+    # NeMo-style LibriSpeech manifests: {"audio_filepath", "text", "duration"} (the default aliases).
+    "librispeech": {},
+    # FLEURS TSV/JSONL exports: the raw transcription keeps case and punctuation.
+    "fleurs": {"audio": "path", "reference": "raw_transcription"},
+    # Common Voice TSVs: clip name in `path` (relative to clips/, set audio_root), `sentence`, `locale`.
+    "common_voice": {"audio": "path", "reference": "sentence", "language_hint": "locale"},
+    "generic": {},
+}
+
+PROTOCOL = {"decoding": "greedy", "max_new_tokens": 1024, "language_given": False, "context": ""}
+
+
+class TestSet(_Strict):
+    name: str = Field(description="Name in the table; also the output folder under output.path")
+    manifest: str = Field(description="Manifest URI (any fsspec path)")
+    style: Literal["librispeech", "fleurs", "common_voice", "generic"] = "generic"
+    format: Literal["jsonl", "csv", "tsv", "parquet"] | None = None
+    column_map: dict[str, str] = Field(default_factory=dict, description="Overrides the style's columns")
+    audio_root: str | None = None
+    language: str | None = Field(default=None, description="Language of rows that name none")
+    storage_options: dict = Field(default_factory=dict)
+    limit: int | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            raise ValueError(f"{name!r}: letters, digits, '.', '_' and '-' only (it names a folder)")
+        return name
+
+
+class EvaluateOutput(_Strict):
+    path: str = Field(default="out/evaluate")
+    storage_options: dict = Field(default_factory=dict)
+
+
+class EvaluateConfig(_Strict):
+    test_sets: list[TestSet] = Field(min_length=1)
+    output: EvaluateOutput = Field(default_factory=EvaluateOutput)
+    decode: StageConfig = Field(default_factory=StageConfig)
+    asr: AsrConfig = Field(default_factory=AsrConfig, description="Model and engine; the protocol fields are fixed")
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("test_sets")
+    @classmethod
+    def _unique(cls, sets: list[TestSet]) -> list[TestSet]:
+        names = [s.name for s in sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"test set names must be unique, got {names}")
+        return sets
+
+    def job_config(self, test_set: TestSet) -> JobConfig:
+        asr = self.asr.model_copy(
+            update={"max_new_tokens": PROTOCOL["max_new_tokens"], "language": None, "language_hints": False, "context": ""}
+        )
+        return JobConfig(
+            input=InputConfig(
+                manifest=test_set.manifest,
+                format=test_set.format,
+                column_map={**STYLES[test_set.style], **test_set.column_map},
+                audio_root=test_set.audio_root,
+                language=test_set.language,
+                storage_options=test_set.storage_options,
+                limit=test_set.limit,
+            ),
+            output=OutputConfig(
+                path=storage.join(self.output.path, test_set.name),
+                storage_options=self.output.storage_options,
+                overwrite=True,  # an evaluation is a measurement: never mixed with an earlier one
+            ),
+            decode=self.decode,
+            asr=asr,
+            score=ScoreConfig(enabled=True),
+            ray=self.ray,
+        )
+
+
+def set_rows(name: str, metrics: dict) -> list[dict]:
+    """Table rows of one test set: the whole set (one per unit), then one per language."""
+    rows = []
+    common = {
+        "test_set": name,
+        "engine_rtfx": metrics.get("engine_rtfx"),
+        "throughput_audio_s_per_s": metrics.get("throughput_audio_s_per_s"),
+        "audio_hours": metrics.get("audio_hours"),
+    }
+    lid = metrics.get("language_id") or {}
+    for unit, c in sorted((metrics.get("wer") or {}).get("corpus", {}).items()):
+        rows.append({**common, "language": "all", "unit": unit, **_counts(c), "language_id_accuracy": lid.get("accuracy")})
+    for g in (metrics.get("wer") or {}).get("by_language", []):
+        rows.append({**common, "language": g["language"], "unit": g["unit"], **_counts(g),
+                     "language_id_accuracy": g.get("language_id_accuracy")})  # fmt: skip
+    return rows
+
+
+def _counts(c: dict) -> dict:
+    return {k: c.get(k) for k in ("rows", "errors", "substitutions", "deletions", "insertions", "ref_units", "error_rate")}
+
+
+def to_markdown(result: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    def num(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    lines = [
+        f"Model: `{result['model']}`. Protocol: greedy decoding, max_new_tokens {PROTOCOL['max_new_tokens']}, "
+        "no language given. Error rates in % (WER for word units, CER for character units).",
+        "",
+        "| test set | language | WER/CER | S | D | I | N | rows | LID acc. | engine RTFx | e2e audio s/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["table"]:
+        metric = "WER" if r["unit"] == "word" else "CER"
+        lines.append(
+            f"| {r['test_set']} | {r['language']} | {metric} {pct(r['error_rate'])} | {r['substitutions']} | "
+            f"{r['deletions']} | {r['insertions']} | {r['ref_units']} | {r['rows']} | {pct(r['language_id_accuracy'])} | "
+            f"{num(r['engine_rtfx'])} | {num(r['throughput_audio_s_per_s'])} |"
+        )
+    failed = {s["name"]: s for s in result["sets"] if s["rows_failed"]}
+    if failed:
+        lines += ["", "Failed rows (not scored): " + ", ".join(f"{n}: {s['rows_failed']}" for n, s in failed.items())]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items()))
+    lines += ["", f"Versions: {versions}."]
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluation(cfg: EvaluateConfig, run_job=None) -> dict:
+    """Each test set through the transcribe job, then the table (evaluation.json, evaluation.md)."""
+    if run_job is None:
+        from pipeline.transcribe import run as run_job
+
+    sets, table, versions = [], [], {}
+    started = time.time()
+    for test_set in cfg.test_sets:
+        logger.info("evaluating %s: %s", test_set.name, redact_url(test_set.manifest))
+        result = run_job(cfg.job_config(test_set))
+        m = result.metrics
+        versions = m.get("versions", versions)
+        sets.append({
+            "name": test_set.name,
+            "manifest": redact_url(test_set.manifest),
+            "output": redact_url(storage.join(cfg.output.path, test_set.name)),
+            "rows_read": result.rows_read,
+            "rows_written": result.rows_written,
+            "rows_failed": result.rows_failed,
+            "wer": m.get("wer"),
+            "language_id": m.get("language_id"),
+            "engine_rtfx": m.get("engine_rtfx"),
+            "throughput_audio_s_per_s": m.get("throughput_audio_s_per_s"),
+            "audio_hours": m.get("audio_hours"),
+        })  # fmt: skip
+        table += set_rows(test_set.name, m)
+    out = {
+        "model": redact_url(cfg.asr.model),
+        "protocol": PROTOCOL,
+        "table": table,
+        "sets": sets,
+        "versions": versions,
+        "wall_s": time.time() - started,
+    }
+    storage.write_json(storage.join(cfg.output.path, "evaluation.json"), out, cfg.output.storage_options)
+    fs, path = storage.fsspec_fs(storage.join(cfg.output.path, "evaluation.md"), cfg.output.storage_options)
+    with fs.open(path, "w") as f:
+        f.write(to_markdown(out))
+    print(to_markdown(out))
+    return out

@@ -1,0 +1,120 @@
+"""Rows whose task was lost get a second chance, alone; a row that still fails is a failed row.
+
+Ray restarts an engine actor whose process died and retries its batch (``pool.task_retries``
+times), and retries a CPU task lost with its node. When those retries run out, or a task raises,
+the whole job would abort and the hours spent on every other row would be lost. Instead the
+main pass lets Ray Data drop such a block (``DataContext.max_errored_blocks``) and the rows it
+held are found afterwards as the manifest ids that are neither in results/ nor in failed/. They
+are run again one row per batch, so a row that kills its worker (a poison row) takes down only
+itself; rows still missing after that are written to failed/ as ``worker_crashed``.
+
+Nothing is duplicated by this: rows are committed only by the last stage, under a file name made
+from the ids they hold (``commit_stage``), and the retry pass reads what is committed first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import ray
+
+from pipeline.commit_stage import commit_rows, committed_ids, committed_rows, drop_done
+from pipeline.schema import with_columns
+
+logger = logging.getLogger(__name__)
+
+CATEGORY = "worker_crashed"
+
+
+@contextlib.contextmanager
+def tolerate_lost_blocks(ds: ray.data.Dataset) -> Iterator[ray.data.Dataset]:
+    """Run ``ds`` with failed blocks dropped (logged by Ray Data) instead of aborting; the rows
+    they held are left to ``retry_lost_rows``. The setting lives on the dataset's own context,
+    so other datasets of the driver keep failing loudly."""
+    context = ds.context
+    before = context.max_errored_blocks
+    context.max_errored_blocks = -1
+    try:
+        yield ds
+    finally:
+        context.max_errored_blocks = before
+
+
+def one_row_at_a_time(cfg):
+    """The job's config with every stage batching one row, so a failure names its row."""
+    update = {"decode": cfg.decode.model_copy(update={"batch_size": 1, "batches_per_task": 1})}
+    update["output"] = cfg.output.model_copy(update={"rows_per_file": 1})
+    for stage in ("asr", "align", "agreement"):
+        section = getattr(cfg, stage, None)
+        if section is not None:
+            update[stage] = section.model_copy(update={"batch_size": 1})
+    return cfg.model_copy(update=update)
+
+
+def missing_rows(manifest: ray.data.Dataset, uris: list[str], storage_options: dict) -> ray.data.Dataset:
+    """The manifest rows whose id is in no complete file under ``uris``."""
+    done = committed_ids(uris, storage_options)
+    return manifest.map_batches(drop_done, fn_kwargs={"done": done}, batch_format="pyarrow", num_cpus=0.25).materialize()
+
+
+def retry_lost_rows(
+    cfg,
+    manifest: ray.data.Dataset,
+    *,
+    results_uri: str,
+    failed_uri: str,
+    run_pass: Callable[[object, ray.data.Dataset], ray.data.Dataset],
+    committed_before: int = 0,
+) -> tuple[dict, ray.data.Dataset | None]:
+    """Re-run, one row per batch, the manifest rows no file holds; fail those still missing.
+
+    ``run_pass(cfg, rows)`` runs the job's own stages on ``rows`` and commits them (under
+    ``tolerate_lost_blocks``), returning what its last stage passed on. Returns the counts for
+    metrics.json and that output (None when no row was lost). ``committed_before``: rows an
+    earlier run of the job committed (resume), not part of ``manifest``.
+    """
+    so = cfg.output.storage_options
+    record = {"rows_lost_in_first_pass": 0, "rows_retried_alone": 0, "rows_failed_as_worker_crashed": 0}
+    # The usual case, from the Parquet footers alone: every row is in a file.
+    committed = committed_rows(results_uri, so) + committed_rows(failed_uri, so)
+    if committed == committed_before + manifest.count():
+        return record, None
+    lost = missing_rows(manifest, [results_uri, failed_uri], so)
+    n_lost = record["rows_lost_in_first_pass"] = lost.count()
+    if not n_lost:
+        return record, None
+    logger.warning(
+        "%d rows were lost with their tasks (a worker died, a node left, or a task raised after its retries): "
+        "running each alone once more", n_lost,
+    )
+    record["rows_retried_alone"] = n_lost
+    retry_cfg = one_row_at_a_time(cfg)
+    retried = run_pass(retry_cfg, lost.repartition(target_num_rows_per_block=1))
+    still = missing_rows(lost, [results_uri, failed_uri], so)
+    rows = still.take_all()
+    if rows:
+        tries = 1 + _task_retries(cfg)
+        message = (
+            f"{CATEGORY}: the row's task failed in the job's pass and again alone, {tries} tries each "
+            "(its worker process died, its node left, or the task raised); see the job log"
+        )
+        table = pa.Table.from_pylist(rows)
+        table = with_columns(
+            table,
+            {
+                "error_stage": pa.array(["worker"] * len(rows), pa.string()),
+                "error": pa.array([message] * len(rows), pa.string()),
+            },
+        )
+        commit_rows(table, results_uri=results_uri, failed_uri=failed_uri, storage_options=so)
+        logger.error("%d rows failed as %s (poison rows): %s", len(rows), CATEGORY, ", ".join(r["id"] for r in rows[:20]))
+    record["rows_failed_as_worker_crashed"] = len(rows)
+    return record, retried
+
+
+def _task_retries(cfg) -> int:
+    pools = [getattr(cfg, s).pool for s in ("asr", "align") if getattr(cfg, s, None) is not None]
+    return max((p.task_retries for p in pools), default=0)
