@@ -66,13 +66,14 @@ def retry_lost_rows(
     *,
     results_uri: str,
     failed_uri: str,
-    run_pass: Callable[[object, ray.data.Dataset], ray.data.Dataset],
+    run_pass: Callable[..., ray.data.Dataset],
     committed_before: int = 0,
 ) -> tuple[dict, ray.data.Dataset | None]:
     """Re-run, one row per batch, the manifest rows no file holds; fail those still missing.
 
-    ``run_pass(cfg, rows)`` runs the job's own stages on ``rows`` and commits them (under
-    ``tolerate_lost_blocks``), returning what its last stage passed on. Returns the counts for
+    ``run_pass(cfg, rows, isolate=True)`` runs the job's own stages on ``rows``, one batch per
+    engine actor at a time, and commits them (under ``tolerate_lost_blocks``), returning what its
+    last stage passed on. Returns the counts for
     metrics.json and that output (None when no row was lost). ``committed_before``: rows an
     earlier run of the job committed (resume), not part of ``manifest``.
     """
@@ -92,7 +93,8 @@ def retry_lost_rows(
     )
     record["rows_retried_alone"] = n_lost
     retry_cfg = one_row_at_a_time(cfg)
-    retried = run_pass(retry_cfg, lost.repartition(target_num_rows_per_block=1))
+    # Alone on its actor, too: a batch queued behind a row that kills the actor would die with it.
+    retried = run_pass(retry_cfg, lost.repartition(target_num_rows_per_block=1), isolate=True)
     still = missing_rows(lost, [results_uri, failed_uri], so)
     rows = still.take_all()
     if rows:

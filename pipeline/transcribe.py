@@ -179,7 +179,13 @@ def engine_options(engine: EngineConfig, gpus: float) -> dict:
     return options
 
 
-def actor_pool(min_size: int, max_size: int, in_flight: int) -> ray.data.ActorPoolStrategy:
+def actor_pool(min_size: int, max_size: int, in_flight: int, *, isolate: bool = False) -> ray.data.ActorPoolStrategy:
+    """``isolate``: one batch on an actor at a time, none queued, so an actor that dies takes
+    only that batch with it (the one-row retry pass, pipeline/recovery.py)."""
+    if isolate:
+        return ray.data.ActorPoolStrategy(
+            min_size=min_size, max_size=max_size, max_tasks_in_flight_per_actor=1, max_concurrent_calls_per_actor=1
+        )
     return ray.data.ActorPoolStrategy(
         min_size=min_size,
         max_size=max_size,
@@ -228,11 +234,13 @@ def build_pipeline(
     keep_audio: bool = False,
     engines: int | None = None,
     asr_actor: type | None = None,
+    isolate: bool = False,
 ) -> ray.data.Dataset:
     """decode -> [ASR] -> [aligner] -> [score]. ``keep_audio``: rows keep their waveform for a
     later stage; ``engines``: how many engine stages share a GPU and the CPUs by default (the
     stages built here, unless the caller adds more); ``asr_actor``: an ``AsrActor`` subclass to
-    run instead (one that adds to what each batch goes through)."""
+    run instead (one that adds to what each batch goes through); ``isolate``: one batch per
+    engine actor at a time (see ``actor_pool``)."""
     transcribing = isinstance(cfg, JobConfig)
     engines = engines or (int(transcribing) + int(cfg.aligns))
     ds = decode(cfg, manifest)
@@ -259,7 +267,7 @@ def build_pipeline(
             },
             batch_format="pyarrow",
             batch_size=asr.batch_size,
-            compute=actor_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches),
+            compute=actor_pool(asr.pool.min_size, asr.pool.max_size, asr.max_in_flight_batches, isolate=isolate),
             **restarts(asr.pool),
             num_gpus=gpus,
             num_cpus=engine_cpus(asr.cpus_per_actor, engines),
@@ -281,7 +289,7 @@ def build_pipeline(
             },
             batch_format="pyarrow",
             batch_size=align.batch_size,
-            compute=actor_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches),
+            compute=actor_pool(align.pool.min_size, align.pool.max_size, align.max_in_flight_batches, isolate=isolate),
             **restarts(align.pool),
             num_gpus=gpus,
             num_cpus=engine_cpus(align.cpus_per_actor, engines),
@@ -379,8 +387,8 @@ def process(
     failed for good are retried alone (pipeline/recovery.py). Returns what the last stage passed
     on (for the metrics) and the recovery counts."""
 
-    def run_pass(pass_cfg, rows: ray.data.Dataset) -> ray.data.Dataset:
-        stages = build_pipeline(pass_cfg, rows, asr_actor=asr_actor)
+    def run_pass(pass_cfg, rows: ray.data.Dataset, isolate: bool = False) -> ray.data.Dataset:
+        stages = build_pipeline(pass_cfg, rows, asr_actor=asr_actor, isolate=isolate)
         with tolerate_lost_blocks(commit(pass_cfg, stages, results_uri, failed_uri)) as ds:
             # Streamed through the reporter: progress lines in the driver's log while it runs.
             return progress.materialize(ds) if progress else ds.materialize()
