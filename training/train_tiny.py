@@ -602,6 +602,17 @@ def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours,
     info = {
         "kind": "asr",
         "final": final,
+        **run_info(args, step, train_s, data_s, history),
+        "ctc_weight": args.ctc_weight,
+        "sentences": n_utt,
+        "sentence_hours": round(hours, 2),
+    }
+    save_checkpoint(out, thinker_state(thinker), info)
+
+
+def run_info(args, step: int, train_s: float, data_s: float, history: list[dict]) -> dict:
+    """What every training_info.json records: the run's limits, seed, time and dev history."""
+    return {
         "seed": args.seed,
         "steps": step,
         "step_limit": args.steps,
@@ -612,15 +623,11 @@ def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours,
         "batch": args.batch,
         "peak_lr": args.lr,
         "warmup": args.warmup,
-        "ctc_weight": args.ctc_weight,
-        "sentences": n_utt,
-        "sentence_hours": round(hours, 2),
         "word_bank_voices": args.bank_voices,
         "dev_history": history,
         "torch": torch.__version__,
         "command": " ".join(sys.argv),
     }
-    save_checkpoint(out, thinker_state(thinker), info)
 
 
 def aligner_example(tok: Tok, n_audio: int, words: list[dict]) -> tuple[list[int], list[float]]:
@@ -743,22 +750,9 @@ def _save_align(out, thinker, head, tok, mel, dev, args, step, t0, data_s, histo
         "kind": "aligner",
         "final": final,
         "init": os.path.relpath(args.init, REPO),
-        "seed": args.seed,
-        "steps": step,
-        "step_limit": args.steps,
-        "minutes_limit": args.minutes,
-        "train_seconds": round(train_s, 1),
-        "data_seconds": round(data_s, 1),
-        "threads": args.threads,
-        "batch": args.batch,
-        "peak_lr": args.lr,
-        "warmup": args.warmup,
+        **run_info(args, step, train_s, data_s, history),
         "classify_num": CLASSIFY_NUM,
         "timestamp_segment_time_ms": SEGMENT_MS,
-        "word_bank_voices": args.bank_voices,
-        "dev_history": history,
-        "torch": torch.__version__,
-        "command": " ".join(sys.argv),
     }
     save_checkpoint(out, thinker_state(thinker, head), info)
 
