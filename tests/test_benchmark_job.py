@@ -80,11 +80,14 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
     assert "# Benchmark" in proc.stdout and markdown in proc.stdout
     assert report["corpus"]["files"] == 2 * (2 + 2 + 1)
     assert report["machine"]["cores"] >= 1 and report["versions"]["ray"]
-    assert set(report["pipeline_decode"]) == {"1", "2"}
+    assert set(report["pipeline_decode"]) == {"1", "2"} and set(report["plain_parallel"]) == {"2"}
+    for run in report["pipeline_decode"].values():  # every row decoded, counted from the blocks
+        assert run["rows"] == 10 and run["failed"] == 0 and run["audio_s"] > 15
     ratios = report["ratios"]
     for key in (
         "decode_pipeline_1core_vs_plain_loop", "decode_pipeline_per_core_vs_plain_loop", "decode_scaling_efficiency",
         "ours_vs_plain", "ours_vs_librosa.load", "ours_vs_ffmpeg", "e2e_vs_engine_direct", "e2e_vs_decode_limit",
+        "plain_loop_scaling_efficiency", "decode_pipeline_vs_parallel_plain_loops",
     ):  # fmt: skip
         assert ratios[key] is not None and ratios[key] > 0, key
         assert f"| {key} |" in markdown

@@ -73,11 +73,14 @@ def available() -> dict[str, Callable[[str], np.ndarray] | str]:
     return found
 
 
+def decode_all(fn: Callable[[str], np.ndarray], paths: Sequence[str]) -> int:
+    """Output samples for decoding every path once (a process pool's unit of work)."""
+    return sum(len(fn(p)) for p in paths)
+
+
 def time_loop(fn: Callable[[str], np.ndarray], paths: Sequence[str]) -> tuple[float, int]:
     """(seconds, output samples) for decoding every path once, in this process."""
     fn(paths[0])  # imports, codec initialisation
-    total = 0
     t0 = time.perf_counter()
-    for p in paths:
-        total += len(fn(p))
+    total = decode_all(fn, paths)
     return time.perf_counter() - t0, total
