@@ -52,11 +52,16 @@ def plain_loop_parallel(fn: Callable, paths: Sequence[str], processes: int) -> f
         return time.perf_counter() - t0
 
 
-@ray.remote(num_cpus=0)
-def _count(block) -> tuple[int, int, float]:
-    ok = pc.is_null(block.column("error"))
-    seconds = float(pc.sum(pc.if_else(ok, block.column("duration_s"), 0.0)).as_py() or 0.0)
-    return block.num_rows, block.num_rows - int(pc.sum(ok).as_py() or 0), seconds
+@ray.remote
+def _count(*blocks) -> tuple[int, int, float]:
+    rows = failed = 0
+    seconds = 0.0
+    for block in blocks:
+        ok = pc.is_null(block.column("error"))
+        seconds += float(pc.sum(pc.if_else(ok, block.column("duration_s"), 0.0)).as_py() or 0.0)
+        rows += block.num_rows
+        failed += block.num_rows - int(pc.sum(ok).as_py() or 0)
+    return rows, failed, seconds
 
 
 def consume_blocks(ds: ray.data.Dataset) -> dict:
@@ -64,20 +69,19 @@ def consume_blocks(ds: ray.data.Dataset) -> dict:
 
     Waveforms stay in the object store, where the next stage of a real job reads them: pulling
     them into the driver (or adding a stage that reads them) would time that, not decoding.
-    Rows, failures and audio seconds are counted from each block by a zero-CPU task.
+    Rows, failures and audio seconds are counted from the blocks once the clock has stopped, so
+    the decoded corpus must fit in the object store (64 KB per audio second).
     """
     t0 = time.perf_counter()
     first = None
-    counts = []
+    refs = []
     for bundle in ds.iter_internal_ref_bundles():
         if first is None:
             first = time.perf_counter()
-        counts += [_count.remote(ref) for ref in bundle.block_refs]
+        refs += bundle.block_refs
     end = time.perf_counter()
-    rows = failed = 0
-    audio = 0.0
-    for n, bad, seconds in ray.get(counts):
-        rows, failed, audio = rows + n, failed + bad, audio + seconds
+    rows, failed, audio = ray.get(_count.remote(*refs)) if refs else (0, 0, 0.0)
+    del refs
     return {
         "rows": rows,
         "failed": failed,
