@@ -524,6 +524,15 @@ def train_asr(args) -> None:
     print(f"data: {n_utt} sentences ({hours:.2f} h), {len(bank)} word-bank voices, {data_s:.0f} s", flush=True)
 
     thinker = build_thinker(config, args.seed)
+    previous = []
+    if args.init:  # a further stage: the same data and tokenizer, weights from the earlier stage
+        from safetensors.torch import load_file
+
+        state = load_file(os.path.join(args.init, "model.safetensors"))
+        thinker.load_state_dict({k[len("thinker."):]: v.float() for k, v in state.items()}, strict=True)
+        with open(os.path.join(args.init, "training_info.json"), encoding="utf-8") as f:
+            before = json.load(f)
+        previous = before.get("previous_stages", []) + [{k: v for k, v in before.items() if k != "previous_stages"}]
     thinker.train()
     vocab = ids["vocab_size"]
     ctc_head = torch.nn.Linear(TEXT["hidden_size"], vocab + 1)  # training only; blank = vocab
@@ -531,8 +540,10 @@ def train_asr(args) -> None:
     print(f"parameters: {sum(p.numel() for p in thinker.parameters()) / 1e6:.2f} M", flush=True)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     sched = Schedule(args.lr, args.warmup, args.steps or 2000)
-    data = AsrData(groups, bank, np.random.default_rng([args.seed, 1]))
-    aug_rng = np.random.default_rng([args.seed, 2])
+    # A later stage draws a different sample order from the same data.
+    stage = len(previous)
+    data = AsrData(groups, bank, np.random.default_rng([args.seed, 1, stage]))
+    aug_rng = np.random.default_rng([args.seed, 2, stage])
     audio_pad = tok.id["<|audio_pad|>"]
 
     t0 = time.time()
@@ -553,7 +564,7 @@ def train_asr(args) -> None:
             wave, text, lang = data.sample(long)
             wave = _min_len(wave)
             f = mel(wave)
-            if step > args.warmup and aug_rng.random() < 0.8:
+            if step > args.warmup and aug_rng.random() < args.spec_augment:
                 f = spec_augment(f, aug_rng)
             feats.append(f)
             n_audio = audio_token_count(f.shape[1])
@@ -590,11 +601,11 @@ def train_asr(args) -> None:
             print(f"step {step} ce {ce.item():.3f} (ema {ema:.3f}) ctc {ctc.item():.3f} lr {sched(step):.2e} {el / step:.2f} s/step (data {data_time / step:.2f}) {el / 60:.1f} min", flush=True)
         if time.time() - last_save > args.save_every * 60:
             last_save = time.time()
-            _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history)
-    _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, final=True)
+            _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, previous)
+    _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, previous, final=True)
 
 
-def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, final=False) -> None:
+def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, previous, final=False) -> None:
     train_s = time.time() - t0
     ev = greedy_eval(thinker, tok, mel, dev)
     history.append({"step": step, "minutes": round(train_s / 60, 2), **{k: round(v, 4) for k, v in ev.items()}})
@@ -604,8 +615,11 @@ def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours,
         "final": final,
         **run_info(args, step, train_s, data_s, history),
         "ctc_weight": args.ctc_weight,
+        "spec_augment": args.spec_augment,
         "sentences": n_utt,
         "sentence_hours": round(hours, 2),
+        "init": os.path.relpath(args.init, REPO) if args.init else None,
+        "previous_stages": previous,
     }
     save_checkpoint(out, thinker_state(thinker), info)
 
@@ -761,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=["asr", "align"])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--init", help="ASR checkpoint the aligner starts from (align only)")
+    parser.add_argument("--init", help="checkpoint to start from: the trained ASR model (align), an earlier stage (asr)")
     parser.add_argument("--minutes", type=float, default=0.0, help="training time budget (0 = none)")
     parser.add_argument("--steps", type=int, default=0, help="step budget (0 = none)")
     parser.add_argument("--seed", type=int, default=0)
@@ -770,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--ctc-weight", type=float, default=0.5)
+    parser.add_argument("--spec-augment", type=float, default=0.8, help="share of ASR examples with SpecAugment masks")
     parser.add_argument("--groups", type=int, default=2000, help="sentence groups (8 sentences, one voice)")
     parser.add_argument("--bank-voices", type=int, default=None, help="voice settings in the word bank")
     parser.add_argument("--cache-dir", default=str(REPO / "build" / "synth-cache"), help="where generated training audio is kept for reruns")
