@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline.benchmark.corpus import BenchFile
-from pipeline.benchmark.decoders import time_loop
+from pipeline.benchmark.decoders import decode_all, time_loop
 
 SAMPLE_RATE = 16000
 
@@ -42,8 +42,6 @@ def plain_loop_parallel(fn: Callable, paths: Sequence[str], processes: int) -> f
     the ceiling for any pipeline's scaling."""
     from multiprocessing import get_context
 
-    from pipeline.benchmark.decoders import decode_all
-
     parts = [list(paths[i::processes]) for i in range(processes)]
     with get_context("spawn").Pool(processes) as pool:
         pool.starmap(decode_all, [(fn, part[:2]) for part in parts])  # imports, codecs
@@ -52,16 +50,28 @@ def plain_loop_parallel(fn: Callable, paths: Sequence[str], processes: int) -> f
         return time.perf_counter() - t0
 
 
+def _tally(block) -> tuple[int, int, float]:
+    """(rows, failed rows, audio seconds of the rows that did not fail) of one output block."""
+    ok = pc.is_null(block.column("error"))
+    seconds = float(pc.sum(pc.if_else(ok, block.column("duration_s"), 0.0)).as_py() or 0.0)
+    return block.num_rows, block.num_rows - int(pc.sum(ok).as_py() or 0), seconds
+
+
 @ray.remote
 def _count(*blocks) -> tuple[int, int, float]:
-    rows = failed = 0
-    seconds = 0.0
-    for block in blocks:
-        ok = pc.is_null(block.column("error"))
-        seconds += float(pc.sum(pc.if_else(ok, block.column("duration_s"), 0.0)).as_py() or 0.0)
-        rows += block.num_rows
-        failed += block.num_rows - int(pc.sum(ok).as_py() or 0)
-    return rows, failed, seconds
+    tallies = [_tally(b) for b in blocks]
+    return sum(t[0] for t in tallies), sum(t[1] for t in tallies), sum(t[2] for t in tallies)
+
+
+def _timed(rows: int, failed: int, audio: float, t0: float, first: float | None, end: float) -> dict:
+    return {
+        "rows": rows,
+        "failed": failed,
+        "audio_s": audio,
+        "wall_s": end - t0,
+        "first_output_s": (first - t0) if first is not None else None,
+        "throughput": audio / (end - t0),
+    }
 
 
 def consume_blocks(ds: ray.data.Dataset) -> dict:
@@ -81,15 +91,7 @@ def consume_blocks(ds: ray.data.Dataset) -> dict:
         refs += bundle.block_refs
     end = time.perf_counter()
     rows, failed, audio = ray.get(_count.remote(*refs)) if refs else (0, 0, 0.0)
-    del refs
-    return {
-        "rows": rows,
-        "failed": failed,
-        "audio_s": audio,
-        "wall_s": end - t0,
-        "first_output_s": (first - t0) if first is not None else None,
-        "throughput": audio / (end - t0),
-    }
+    return _timed(rows, failed, audio, t0, first, end)
 
 
 def consume(ds: ray.data.Dataset) -> dict:
@@ -107,23 +109,16 @@ def consume(ds: ray.data.Dataset) -> dict:
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         if first is None:
             first = time.perf_counter()
-        ok = pc.is_null(batch.column("error"))
-        audio += float(pc.sum(pc.if_else(ok, batch.column("duration_s"), 0.0)).as_py() or 0.0)
+        n, bad, seconds = _tally(batch)
+        rows, failed, audio = rows + n, failed + bad, audio + seconds
         if "engine_ready_at" in batch.column_names:
             r = pc.min(batch.column("engine_ready_at")).as_py()
             if r is not None:
                 ready_at = r if ready_at is None else min(ready_at, r)
-        rows += batch.num_rows
-        failed += batch.num_rows - int(pc.sum(ok).as_py() or 0)
     end = time.perf_counter()
     after_ready_s = (end - t0) - (ready_at - wall0) if ready_at is not None else None
     return {
-        "rows": rows,
-        "failed": failed,
-        "audio_s": audio,
-        "wall_s": end - t0,
-        "first_output_s": (first - t0) if first is not None else None,
-        "throughput": audio / (end - t0),
+        **_timed(rows, failed, audio, t0, first, end),
         "engine_start_s": (ready_at - wall0) if ready_at is not None else None,
         "throughput_after_engine_start": audio / after_ready_s if after_ready_s and after_ready_s > 0 else None,
     }
