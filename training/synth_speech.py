@@ -192,6 +192,31 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, edge_s: tuple[float, flo
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
+def channel_augment(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """With probability ``p``, what a phone line or a lossy file does to the audio.
+
+    Half of the chosen clips are band-limited (down to 8-12 kHz and back), the other half are
+    also encoded at a low bitrate (MP3 or Opus at 8 or 16 kHz) and decoded again: espeak-ng
+    speaks at 22.05 kHz, so without this the model never hears the empty band above 4 kHz of
+    8 kHz recordings or a codec's artifacts."""
+    if p <= 0 or rng.random() >= p:
+        return x
+    if rng.random() < 0.5:
+        rate = int(rng.choice([8000, 11025, 12000]))
+        y = soxr.resample(soxr.resample(x, SAMPLE_RATE, rate), rate, SAMPLE_RATE)
+    else:
+        fmt, sub = (_FORMATS[2] if rng.random() < 0.5 else _FORMATS[3])[:2]
+        rate = int(rng.choice([8000, 16000]))
+        buf = io.BytesIO()
+        low = soxr.resample(x, SAMPLE_RATE, rate) if rate != SAMPLE_RATE else x
+        sf.write(buf, np.clip(low, -1, 1), rate, format=fmt, subtype=sub, compression_level=float(rng.uniform(0.5, 0.95)))
+        buf.seek(0)
+        y, got = sf.read(buf, dtype="float32")
+        y = soxr.resample(y, got, SAMPLE_RATE) if got != SAMPLE_RATE else y
+    y = np.asarray(y, np.float32)[: len(x)]
+    return np.pad(y, (0, len(x) - len(y))) if len(y) < len(x) else y
+
+
 @dataclass
 class Utterance:
     audio: np.ndarray  # float32, 16 kHz, mono

@@ -385,8 +385,10 @@ def _min_len(x: np.ndarray) -> np.ndarray:
 
 
 class AsrData:
-    def __init__(self, groups, bank, rng: np.random.Generator) -> None:
+    def __init__(self, groups, bank, rng: np.random.Generator, *, channel: float = 0.0, long_max: int = 0) -> None:
         self.groups, self.bank, self.rng = groups, bank, rng
+        self.channel = channel  # share of clips through channel_augment
+        self.long_max = long_max  # most sentences in a long recording (0: one group's worth)
 
     def sample(self, long: bool = False) -> tuple[np.ndarray, str, str | None]:
         r = self.rng.random()
@@ -398,17 +400,29 @@ class AsrData:
             lang, voice, words = self.bank[int(self.rng.integers(len(self.bank)))]
             chosen = synth.random_words(self.rng, lang, 1, 6)
             audio, _ = synth.join_aligned([(w, words[w]) for w in chosen], self.rng)
-            return synth.augment(audio, self.rng, edge_s=(0.0, 0.2)), " ".join(chosen), lang
+            return self._channel(synth.augment(audio, self.rng, edge_s=(0.0, 0.2))), " ".join(chosen), lang
         group = self.groups[int(self.rng.integers(len(self.groups)))]
         if long:  # a longer recording: several sentences of one voice with pauses
-            k = int(self.rng.integers(2, len(group) + 1))
-            idx = self.rng.permutation(len(group))[:k]
+            if self.long_max:
+                # More sentences than one group holds: a 20-25 s chunk of a long recording
+                # holds about ten; repeats of a sentence come in a different order.
+                k = int(self.rng.integers(2, self.long_max + 1))
+                idx = np.concatenate([self.rng.permutation(len(group)) for _ in range(-(-k // len(group)))])[:k]
+                pause = (0.2, 1.2)
+            else:
+                k = int(self.rng.integers(2, len(group) + 1))
+                idx = self.rng.permutation(len(group))[:k]
+                pause = (0.2, 1.0)
             parts = []
             for j in idx:
-                parts += [group[j].audio.astype(np.float32), np.zeros(int(self.rng.uniform(0.2, 1.0) * SAMPLE_RATE), np.float32)]
-            return synth.augment(np.concatenate(parts[:-1]), self.rng), " ".join(group[j].text for j in idx), group[0].language
+                parts += [group[j].audio.astype(np.float32), np.zeros(int(self.rng.uniform(*pause) * SAMPLE_RATE), np.float32)]
+            audio = synth.augment(np.concatenate(parts[:-1]), self.rng)
+            return self._channel(audio), " ".join(group[j].text for j in idx), group[0].language
         utt = group[int(self.rng.integers(len(group)))]
-        return synth.augment(utt.audio.astype(np.float32), self.rng), utt.text, utt.language
+        return self._channel(synth.augment(utt.audio.astype(np.float32), self.rng)), utt.text, utt.language
+
+    def _channel(self, x: np.ndarray) -> np.ndarray:
+        return synth.channel_augment(x, self.rng, self.channel) if self.channel else x
 
 
 # ---- training loops ------------------------------------------------------------------------------
@@ -542,7 +556,7 @@ def train_asr(args) -> None:
     sched = Schedule(args.lr, args.warmup, args.steps or 2000)
     # A later stage draws a different sample order from the same data.
     stage = len(previous)
-    data = AsrData(groups, bank, np.random.default_rng([args.seed, 1, stage]))
+    data = AsrData(groups, bank, np.random.default_rng([args.seed, 1, stage]), channel=args.channel_augment, long_max=args.long_max)
     aug_rng = np.random.default_rng([args.seed, 2, stage])
     audio_pad = tok.id["<|audio_pad|>"]
 
@@ -559,8 +573,8 @@ def train_asr(args) -> None:
         feats, seqs, ctc_targets = [], [], []
         # Long recordings come in batches of their own (fewer of them): mixed with short ones,
         # every short sequence would be padded to the long one's length.
-        long = data.rng.random() < 0.1
-        for _ in range(args.batch // 4 if long else args.batch):
+        long = data.rng.random() < args.long_share
+        for _ in range(max(1, args.batch // (8 if args.long_max > 8 else 4)) if long else args.batch):
             wave, text, lang = data.sample(long)
             wave = _min_len(wave)
             f = mel(wave)
@@ -616,6 +630,9 @@ def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours,
         **run_info(args, step, train_s, data_s, history),
         "ctc_weight": args.ctc_weight,
         "spec_augment": args.spec_augment,
+        "channel_augment": args.channel_augment,
+        "long_share": args.long_share,
+        "long_max": args.long_max,
         "sentences": n_utt,
         "sentence_hours": round(hours, 2),
         "init": os.path.relpath(args.init, REPO) if args.init else None,
@@ -785,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--ctc-weight", type=float, default=0.5)
     parser.add_argument("--spec-augment", type=float, default=0.8, help="share of ASR examples with SpecAugment masks")
+    parser.add_argument("--channel-augment", type=float, default=0.0, help="share of ASR clips band-limited or passed through a lossy codec")
+    parser.add_argument("--long-share", type=float, default=0.1, help="share of ASR batches made of long recordings")
+    parser.add_argument("--long-max", type=int, default=0, help="most sentences in a long recording (0: one group, 8)")
     parser.add_argument("--groups", type=int, default=2000, help="sentence groups (8 sentences, one voice)")
     parser.add_argument("--bank-voices", type=int, default=None, help="voice settings in the word bank")
     parser.add_argument("--cache-dir", default=str(REPO / "build" / "synth-cache"), help="where generated training audio is kept for reruns")
