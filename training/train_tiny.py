@@ -532,6 +532,7 @@ def train_asr(args) -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache, "wb") as f:
             pickle.dump((groups, bank, dev), f, protocol=pickle.HIGHEST_PROTOCOL)
+    dev_long = long_dev_set(args.seed, seen)
     data_s = time.time() - t_data
     n_utt = sum(len(g) for g in groups)
     hours = sum(len(u.audio) for g in groups for u in g) / SAMPLE_RATE / 3600
@@ -615,15 +616,34 @@ def train_asr(args) -> None:
             print(f"step {step} ce {ce.item():.3f} (ema {ema:.3f}) ctc {ctc.item():.3f} lr {sched(step):.2e} {el / step:.2f} s/step (data {data_time / step:.2f}) {el / 60:.1f} min", flush=True)
         if time.time() - last_save > args.save_every * 60:
             last_save = time.time()
-            _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, previous)
-    _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, previous, final=True)
+            _save_asr(out, thinker, tok, mel, (dev, dev_long), args, step, t0, data_s, n_utt, hours, history, previous)
+    _save_asr(out, thinker, tok, mel, (dev, dev_long), args, step, t0, data_s, n_utt, hours, history, previous, final=True)
 
 
-def _save_asr(out, thinker, tok, mel, dev, args, step, t0, data_s, n_utt, hours, history, previous, final=False) -> None:
+def long_dev_set(seed: int, grid, n: int = 8) -> list[synth.Utterance]:
+    """Held-out long recordings (8-25 s): 4-12 sentences of one voice with pauses, as in the test
+    set's long items. Short dev sentences alone hid that a model transcribing them well lost its
+    place after the first sentence of a longer recording."""
+    out = []
+    for i, group in enumerate(sentence_groups(seed * 7919 + 3, n, 12, grid)):
+        rng = np.random.default_rng([seed, 79, i])
+        k = int(rng.integers(4, len(group) + 1))
+        parts = []
+        for u in group[:k]:
+            parts += [u.audio.astype(np.float32), np.zeros(int(rng.uniform(0.5, 1.2) * SAMPLE_RATE), np.float32)]
+        audio = synth.augment(np.concatenate(parts[:-1]), rng, edge_s=(0.2, 0.5))
+        out.append(synth.Utterance(audio, " ".join(u.text for u in group[:k]), group[0].language, group[0].voice))
+    return out
+
+
+def _save_asr(out, thinker, tok, mel, devs, args, step, t0, data_s, n_utt, hours, history, previous, final=False) -> None:
     train_s = time.time() - t0
+    dev, dev_long = devs
     ev = greedy_eval(thinker, tok, mel, dev)
+    ev_long = greedy_eval(thinker, tok, mel, dev_long, max_new=72)
+    ev["wer_long"] = ev_long["wer"]
     history.append({"step": step, "minutes": round(train_s / 60, 2), **{k: round(v, 4) for k, v in ev.items()}})
-    print(f"checkpoint at step {step}: dev WER {ev['wer']:.3f} LID {ev['lid']:.3f}", flush=True)
+    print(f"checkpoint at step {step}: dev WER {ev['wer']:.3f} LID {ev['lid']:.3f}, long recordings WER {ev['wer_long']:.3f}", flush=True)
     info = {
         "kind": "asr",
         "final": final,
