@@ -12,9 +12,11 @@ load) and answer exactly the pipeline's protocol:
 Runs in its own environment (training/requirements.txt): the thinker-layout modelling code is
 qwen-asr's, which needs transformers 4.57.6. Usage, from the repository root::
 
-    python -m training.train_tiny asr   --minutes 45 --seed 0 --out models/tiny-qwen3-asr-synth
-    python -m training.train_tiny align --minutes 12 --seed 0 --init models/tiny-qwen3-asr-synth \\
+    python -m training.train_tiny asr   --minutes 85 --seed 0 --out build/stages/asr-stage-a
+    python -m training.train_tiny align --minutes 25 --seed 0 --init build/stages/asr-stage-a \\
         --out models/tiny-qwen3-aligner-synth
+
+(the committed checkpoints' exact flags and step counts: training/rebuild.sh)
 
 What makes such a small model learn at all (see training/README.md): fan-in init of the audio conv
 front end, a CTC head on the audio tower output during ASR training (dropped on save), a
