@@ -386,6 +386,14 @@ def _min_len(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def join_with_pauses(clips: list[np.ndarray], rng: np.random.Generator, pause_s: tuple[float, float]) -> np.ndarray:
+    """Sentences of one voice as one recording, a random pause between each two (float32)."""
+    parts = []
+    for c in clips:  # a pause is drawn after every clip, the last one dropped: a fixed rng order
+        parts += [c.astype(np.float32), np.zeros(int(rng.uniform(*pause_s) * SAMPLE_RATE), np.float32)]
+    return np.concatenate(parts[:-1])
+
+
 class AsrData:
     def __init__(self, groups, bank, rng: np.random.Generator, *, channel: float = 0.0, long_max: int = 0) -> None:
         self.groups, self.bank, self.rng = groups, bank, rng
@@ -415,10 +423,7 @@ class AsrData:
                 k = int(self.rng.integers(2, len(group) + 1))
                 idx = self.rng.permutation(len(group))[:k]
                 pause = (0.2, 1.0)
-            parts = []
-            for j in idx:
-                parts += [group[j].audio.astype(np.float32), np.zeros(int(self.rng.uniform(*pause) * SAMPLE_RATE), np.float32)]
-            audio = synth.augment(np.concatenate(parts[:-1]), self.rng)
+            audio = synth.augment(join_with_pauses([group[j].audio for j in idx], self.rng, pause), self.rng)
             return self._channel(audio), " ".join(group[j].text for j in idx), group[0].language
         utt = group[int(self.rng.integers(len(group)))]
         return self._channel(synth.augment(utt.audio.astype(np.float32), self.rng)), utt.text, utt.language
@@ -630,10 +635,7 @@ def long_dev_set(seed: int, grid, n: int = 8) -> list[synth.Utterance]:
     for i, group in enumerate(sentence_groups(seed * 7919 + 3, n, 12, grid)):
         rng = np.random.default_rng([seed, 79, i])
         k = int(rng.integers(4, len(group) + 1))
-        parts = []
-        for u in group[:k]:
-            parts += [u.audio.astype(np.float32), np.zeros(int(rng.uniform(0.5, 1.2) * SAMPLE_RATE), np.float32)]
-        audio = synth.augment(np.concatenate(parts[:-1]), rng, edge_s=(0.2, 0.5))
+        audio = synth.augment(join_with_pauses([u.audio for u in group[:k]], rng, (0.5, 1.2)), rng, edge_s=(0.2, 0.5))
         out.append(synth.Utterance(audio, " ".join(u.text for u in group[:k]), group[0].language, group[0].voice))
     return out
 
