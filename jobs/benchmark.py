@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -97,27 +98,38 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     report["decoders"] = runs.decoder_speeds(use, files)
     report["decoders_missing"] = {k: v for k, v in found.items() if isinstance(v, str)}
 
-    # 2. The pipeline's decode stage, 1..N cores.
+    # 2. The pipeline's decode stage on 1..N cores, each next to as many plain loops side by side.
     start_ray(cfg.ray)
     cores = int(ray.cluster_resources().get("CPU", 1))
     points = sorted({c for c in (cfg.cores or range(1, cores + 1)) if 1 <= c <= cores})
-    # Untimed: every decode worker starts and imports its codecs once, as in a long job.
+    paths = [f.path for f in files]
+    # Untimed, over the whole corpus: every decode worker starts and imports its codecs, and the
+    # object store's pages are touched once, as in a long job (the first pass over fresh shared
+    # memory costs a page fault per 4 KiB, a tenth of the decode's time).
     warm = _job_config(cfg, manifest, max(points))
-    warm.input.limit = max(points) * cfg.decode.batch_size * cfg.decode.batches_per_task
     runs.consume_blocks(decode(warm, read_manifest(warm).materialize()))
-    report["pipeline_decode"] = {}
-    report["plain_parallel"] = {}
-    for c in points:
-        jc = _job_config(cfg, manifest, c)
-        # As in a job: the manifest is read (and checked) before processing starts.
-        rows = read_manifest(jc).materialize()
-        result = runs.consume_blocks(decode(jc, rows))
-        report["pipeline_decode"][str(c)] = result
-        logger.info("pipeline decode on %d core(s): %.1f audio s/s", c, result["throughput"])
-        if c > 1:
-            seconds = runs.plain_loop_parallel(decoders.plain, [f.path for f in files], c)
-            report["plain_parallel"][str(c)] = {"seconds": seconds, "throughput": audio_s / seconds}
-            logger.info("%d plain loops side by side: %.1f audio s/s", c, audio_s / seconds)
+    # Pipeline and plain loops alternate, `repeats` rounds: a shared machine's speed drifts by
+    # tens of percent over minutes, so each ratio is taken within a round and the median reported.
+    report["rounds"] = []
+    for r in range(cfg.repeats):
+        plain_round: dict[str, float] = {}
+        pipe_round: dict[str, dict] = {}
+        for c in points:
+            seconds = runs.plain_loop_parallel(decoders.plain, paths, c)
+            plain_round[str(c)] = audio_s / seconds
+            jc = _job_config(cfg, manifest, c)
+            # As in a job: the manifest is read (and checked) before processing starts.
+            rows = read_manifest(jc).materialize()
+            pipe_round[str(c)] = runs.consume_blocks(decode(jc, rows))
+            logger.info(
+                "round %d, %d core(s): pipeline decode %.0f audio s/s (whole pass %.0f), plain loops %.0f",
+                r + 1, c, speed(pipe_round[str(c)]), pipe_round[str(c)]["throughput"], plain_round[str(c)],
+            )  # fmt: skip
+        report["rounds"].append({"plain_loops": plain_round, "pipeline_decode": pipe_round})
+    report["pipeline_decode"] = {str(c): _median_run([rd["pipeline_decode"][str(c)] for rd in report["rounds"]]) for c in points}
+    report["plain_loops"] = {
+        str(c): {"throughput": statistics.median(rd["plain_loops"][str(c)] for rd in report["rounds"])} for c in points
+    }
 
     # 3. The engine: called directly on pre-decoded audio, then inside the whole pipeline.
     if cfg.engine:
@@ -150,21 +162,45 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     return report
 
 
+def speed(run: dict) -> float:
+    """A decode pass's speed from its first output block on (see runs.consume_blocks); the
+    whole run's where it had one block only."""
+    return run.get("steady_throughput") or run["throughput"]
+
+
+def _median_run(runs_: list[dict]) -> dict:
+    """The round with the median speed, with every round's speed next to it."""
+    ordered = sorted(runs_, key=speed)
+    return {**ordered[(len(ordered) - 1) // 2], "rounds": [speed(d) for d in runs_]}
+
+
+def _per_round(r: dict, fn) -> float | None:
+    """Median over rounds of a ratio computed within each round (None where it does not apply)."""
+    values = []
+    for rd in r["rounds"]:
+        try:
+            values.append(fn(rd["pipeline_decode"], rd["plain_loops"]))
+        except KeyError:
+            return None
+    return statistics.median(values) if values else None
+
+
 def ratios(r: dict, cores: int) -> dict:
-    plain = r["decoders"]["plain (soundfile+soxr)"]["speed"]
-    pd = r["pipeline_decode"]
-    one, top = pd.get("1"), pd.get(str(cores)) or pd[max(pd, key=int)]
-    top_cores = int(max(pd, key=int))
+    top = max(int(c) for c in r["pipeline_decode"])
+    t = str(top)
+
+    def pipe(d: dict, c: str) -> float:
+        return speed(d[c])
+
     out: dict = {
-        "decode_pipeline_1core_vs_plain_loop": one["throughput"] / plain if one else None,
-        "decode_pipeline_per_core_vs_plain_loop": top["throughput"] / top_cores / plain,
-        "decode_scaling_efficiency": (top["throughput"] / one["throughput"] / top_cores) if one and top_cores > 1 else None,
+        "decode_pipeline_1core_vs_plain_loop": _per_round(r, lambda d, p: pipe(d, "1") / p["1"]),
+        "decode_pipeline_per_core_vs_plain_loop": _per_round(r, lambda d, p: pipe(d, t) / top / p["1"]),
+        "decode_scaling_efficiency": _per_round(r, lambda d, p: pipe(d, t) / pipe(d, "1") / top) if top > 1 else None,
     }
-    parallel = r.get("plain_parallel", {}).get(str(top_cores))
-    if parallel:
+    if top > 1:
         # What the machine itself gives from more cores: independent loops, nothing shared.
-        out["plain_loop_scaling_efficiency"] = parallel["throughput"] / plain / top_cores
-        out["decode_pipeline_vs_parallel_plain_loops"] = top["throughput"] / parallel["throughput"]
+        out["plain_loop_scaling_efficiency"] = _per_round(r, lambda d, p: p[t] / p["1"] / top)
+        out["decode_pipeline_vs_parallel_plain_loops"] = _per_round(r, lambda d, p: pipe(d, t) / p[t])
     ours = r["decoders"]["ours (pipeline.audio.decode_audio)"]["speed"]
     for name, d in r["decoders"].items():
         if name.startswith("ours"):
@@ -174,8 +210,12 @@ def ratios(r: dict, cores: int) -> dict:
         e2e = r["pipeline_e2e"]
         # Engine start-up excluded on both sides (the direct loop starts its engine untimed).
         e2e_speed = e2e["throughput_after_engine_start"] or e2e["throughput"]
-        out["e2e_vs_engine_direct"] = e2e_speed / r["engine_direct"]["throughput"]
-        out["e2e_vs_decode_limit"] = e2e_speed / max(d["throughput"] for d in pd.values())
+        direct = r["engine_direct"]["throughput"]
+        decode_limit = speed(r["pipeline_decode"][t])
+        out["e2e_vs_engine_direct"] = e2e_speed / direct
+        out["e2e_vs_decode_limit"] = e2e_speed / decode_limit
+        # The pipeline can go no faster than the slower of its two limits on this machine.
+        out["e2e_vs_slower_limit"] = e2e_speed / min(direct, decode_limit)
     return out
 
 
@@ -208,13 +248,18 @@ def to_markdown(r: dict) -> str:
     for name, why in r.get("decoders_missing", {}).items():
         lines.append(f"\n{name}: not measured, {why}.")
     lines += [
-        "", "## Pipeline decode stage by cores (audio seconds per second)", "",
-        "| cores | pipeline | per core | plain loops side by side | wall s |", "|---|---|---|---|---|",
+        "", f"## Pipeline decode stage by cores (audio seconds per second, median of {len(r['rounds'])} rounds)", "",
+        "From the first output block on (the executor's start-up apart); the whole pass next to it.", "",
+        "| cores | pipeline | per core | plain loops side by side | pipeline, every round | whole pass | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    plain = r["decoders"]["plain (soundfile+soxr)"]["speed"]
     for c, d in r["pipeline_decode"].items():
-        side = r.get("plain_parallel", {}).get(c, {}).get("throughput", plain if c == "1" else None)
-        lines.append(f"| {c} | {_f(d['throughput'], '.0f')} | {_f(d['throughput'] / int(c), '.0f')} | {_f(side, '.0f')} | {_f(d['wall_s'])} |")
+        side = r["plain_loops"][c]["throughput"]
+        every = " / ".join(_f(v, ".0f") for v in d["rounds"])
+        lines.append(
+            f"| {c} | {_f(speed(d), '.0f')} | {_f(speed(d) / int(c), '.0f')} | {_f(side, '.0f')} | {every} "
+            f"| {_f(d['throughput'], '.0f')} | {_f(d['wall_s'])} |"
+        )
     if "pipeline_e2e" in r:
         e2e, direct = r["pipeline_e2e"], r["engine_direct"]
         lines += [

@@ -105,7 +105,7 @@ class StageConfig(_Strict):
 
     batch_size: int = Field(default=8, gt=0)
     batches_per_task: int = Field(
-        default=4, gt=0, description="Decode batches per Ray task (rows per block = batch_size x this)"
+        default=16, gt=0, description="Decode batches per Ray task (rows per block = batch_size x this)"
     )
     num_cpus: float = Field(default=1.0, gt=0)
     concurrency: int | None = Field(

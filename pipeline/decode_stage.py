@@ -16,6 +16,7 @@ from pipeline.audio import AudioError, decode_audio
 from pipeline.chunking import plan_chunks
 from pipeline.redact import redact_text, redact_url, secret_values
 from pipeline.schema import with_columns
+from pipeline.worker_malloc import keep_freed_memory
 
 SAMPLE_RATE = 16000
 
@@ -56,6 +57,7 @@ def decode_batch(
     elastically with the manifest read; an actor pool pins its cores (with as many actors as
     cores it starves the read task and the job stalls).
     """
+    keep_freed_memory()
     n = batch.num_rows
     samples: list[np.ndarray] = []
     chunks: list[np.ndarray] = []

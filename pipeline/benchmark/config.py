@@ -41,4 +41,7 @@ class BenchmarkConfig(_Strict):
         default=None, gt=0, description="Files for the engine parts; unset = the whole corpus"
     )
     cores: list[int] | None = Field(default=None, description="Decode scaling points; unset = 1..all cores")
+    repeats: int = Field(
+        default=3, gt=0, description="Rounds of pipeline decode next to plain loops; ratios are per-round medians"
+    )
     ray: RayConfig = Field(default_factory=RayConfig)

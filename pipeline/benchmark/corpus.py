@@ -55,12 +55,16 @@ def make_corpus(
     clip_s: float,
     channels: int = 1,
 ) -> list[BenchFile]:
-    """Write the corpus (reusing files already there) and a ``manifest.jsonl`` listing it."""
+    """Write the corpus (reusing files already there) and a ``manifest.jsonl`` listing it.
+
+    Files are listed kinds interleaved (one of each kind, then the next of each), as a real
+    manifest mixes them: listed kind by kind, a decode task of opus files would cost many times
+    one of 16 kHz wav, and a run's last tasks would leave cores idle for that reason alone."""
     out = Path(out_dir).resolve()  # the manifest lists absolute paths
     out.mkdir(parents=True, exist_ok=True)
     bank = speech_bank()
     n = int(clip_s * 16000)
-    files: list[BenchFile] = []
+    entries: list[tuple[int, int, BenchFile]] = []
     k = 0
     for fmt in formats:
         ext, container, subtype = FORMATS[fmt]
@@ -80,8 +84,9 @@ def make_corpus(
                     sf.write(tmp, audio, rate, format=container, subtype=subtype)
                     os.replace(tmp, path)
                 info = sf.info(str(path))
-                files.append(BenchFile(str(path), fmt, rate, info.frames / info.samplerate))
+                entries.append((i, k, BenchFile(str(path), fmt, rate, info.frames / info.samplerate)))
                 k += 1
+    files = [b for _, _, b in sorted(entries, key=lambda e: e[:2])]
     write_manifest(files, out / "manifest.jsonl")
     return files
 
