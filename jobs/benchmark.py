@@ -152,7 +152,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
             report["pipeline_e2e"] = runs.consume(build_pipeline(jc, rows))
         report["memory_mb"] = {"driver": mem.driver_mb, "largest_worker": mem.worker_mb, "all_workers": mem.workers_total_mb}
         logger.info("pipeline end to end: %.1f audio s/s", report["pipeline_e2e"]["throughput"])
-    report["ratios"] = ratios(report, cores)
+    report["ratios"] = ratios(report)
     markdown = to_markdown(report)
     storage.write_json(storage.join(cfg.output.path, "benchmark.json"), report, cfg.output.storage_options)
     fs, path = storage.fsspec_fs(storage.join(cfg.output.path, "benchmark.md"), cfg.output.storage_options)
@@ -185,7 +185,7 @@ def _per_round(r: dict, fn) -> float | None:
     return statistics.median(values) if values else None
 
 
-def ratios(r: dict, cores: int) -> dict:
+def ratios(r: dict) -> dict:
     top = max(int(c) for c in r["pipeline_decode"])
     t = str(top)
 

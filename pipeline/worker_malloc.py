@@ -25,15 +25,19 @@ MMAP_THRESHOLD = 32 * 2**20
 # Free heap kept for the next batches before trimming: a few batches' worth, per worker.
 TRIM_THRESHOLD = 256 * 2**20
 
-_done = False
+_applied: bool | None = None  # this process's outcome, once tried
 
 
 def keep_freed_memory() -> bool:
-    """Apply once per process; False where the C library is not glibc (nothing changes)."""
-    global _done
-    if _done:
-        return True
-    _done = True
+    """Apply once per process (later calls return the first's outcome); False where the C
+    library is not glibc (nothing changes)."""
+    global _applied
+    if _applied is None:
+        _applied = _apply()
+    return _applied
+
+
+def _apply() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
