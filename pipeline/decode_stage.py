@@ -21,10 +21,9 @@ from pipeline.worker_malloc import keep_freed_memory
 SAMPLE_RATE = 16000
 
 
-def _value(table: pa.Table, name: str, i: int) -> Any:
-    if name not in table.column_names:
-        return None
-    return table.column(name)[i].as_py()
+def _column(table: pa.Table, name: str) -> list[Any]:
+    # One conversion per column: indexing a column row by row costs a lookup and a scalar each.
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
 def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
@@ -66,17 +65,17 @@ def decode_batch(
     duration = [None] * n
     decode_s = [None] * n
     # A row the manifest stage already failed (a bad line, a duplicate id) passes through as is.
-    names = batch.column_names
-    error_stage = batch.column("error_stage").to_pylist() if "error_stage" in names else [None] * n
-    error = batch.column("error").to_pylist() if "error" in names else [None] * n
+    error_stage, error = _column(batch, "error_stage"), _column(batch, "error")
+    sources, embedded = _column(batch, "audio"), _column(batch, "audio_bytes")
+    offsets, durations = _column(batch, "offset_s"), _column(batch, "duration_hint_s")
     known = secret_values(storage_options)  # literals to keep out of messages, whatever their form
     for i in range(n):
         if error[i] is not None:
             samples.append(np.empty(0, np.float32))
             chunks.append(np.empty(0, np.int64))
             continue
-        audio = _value(batch, "audio", i)
-        data = _value(batch, "audio_bytes", i)
+        audio, data = sources[i], embedded[i]
+        embedded[i] = None  # this row's bytes are not needed again
         start = time.perf_counter()
         try:
             if audio is None and data is None:
@@ -84,8 +83,8 @@ def decode_batch(
             decoded = decode_audio(
                 audio,
                 data,
-                offset_s=_value(batch, "offset_s", i),
-                duration_s=_value(batch, "duration_hint_s", i),
+                offset_s=offsets[i],
+                duration_s=durations[i],
                 target_sr=SAMPLE_RATE,
                 storage_options=storage_options,
                 max_duration_s=max_audio_s,
@@ -114,7 +113,7 @@ def decode_batch(
     keep = [c for c in batch.column_names if c != "audio_bytes"]  # bytes are not needed past here
     out = batch.select(keep)
     if "audio" in keep:
-        redacted = [None if a is None else redact_url(a, known) for a in out.column("audio").to_pylist()]
+        redacted = [None if a is None else redact_url(a, known) for a in sources]
         out = out.set_column(keep.index("audio"), "audio", pa.array(redacted, pa.string()))
     new_columns = {
         "samples": _list_array(samples, pa.float32()),

@@ -26,6 +26,8 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
+import jobs  # noqa: E402,F401  the jobs' process-wide Ray Data settings, before ray.data is imported
+
 
 @dataclass
 class S3:

@@ -222,11 +222,13 @@ def test_too_short_clip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_samples_are_invalid(tmp_path: Path, bad: float) -> None:
-    samples = np.full(16000, 0.1, np.float32)
-    samples[1234] = bad
+@pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (44100, 1), (48000, 2)])
+def test_non_finite_samples_are_invalid(tmp_path: Path, bad: float, rate: int, channels: int) -> None:
+    # Checked after downmix and resampling: a bad sample in any channel, at any rate, must still show.
+    samples = np.full((rate, channels), 0.1, np.float32)
+    samples[rate - 1, channels - 1] = bad  # the last frame of the last channel
     with pytest.raises(AudioError) as err:
-        decode_audio(_wav(tmp_path / "nan.wav", samples, 16000))
+        decode_audio(_wav(tmp_path / "nan.wav", samples, rate))
     assert err.value.category == "invalid_samples"
 
 

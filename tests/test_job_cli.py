@@ -68,3 +68,22 @@ def test_align_job_runs_on_embedded_local_ray(tiny_aligner_dir, tmp_path):
     assert table.schema.remove_metadata().equals(OUTPUT_SCHEMA)
     assert all(len(words) > 0 for words in table.column("words").to_pylist())
     assert len(list((out / "subtitles").glob("*.srt"))) == len(list((out / "subtitles").glob("*.vtt"))) == 3
+
+
+_FETCHER = (
+    "import jobs.transcribe\n"
+    "from ray.data._internal.execution.metadata_fetcher import make_metadata_fetcher\n"
+    "print(type(make_metadata_fetcher()).__name__)\n"
+)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "InlineMetadataFetcher"), ("1", "ThreadedMetadataFetcher")])
+def test_jobs_fetch_block_metadata_inline_unless_told_otherwise(setting, expected):
+    # The jobs' executor must hand a finished decode task's successor out without the polling
+    # thread's delay (see jobs/__init__.py); a user's own setting in the environment still wins.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_DATA_METADATA_PREFETCH_ON_THREAD"}
+    if setting is not None:
+        env["RAY_DATA_METADATA_PREFETCH_ON_THREAD"] = setting
+    proc = subprocess.run([sys.executable, "-c", _FETCHER], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == expected
