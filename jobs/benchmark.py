@@ -115,12 +115,19 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         plain_round: dict[str, float] = {}
         pipe_round: dict[str, dict] = {}
         for c in points:
-            seconds = runs.plain_loop_parallel(decoders.plain, paths, c)
-            plain_round[str(c)] = audio_s / seconds
             jc = _job_config(cfg, manifest, c)
             # As in a job: the manifest is read (and checked) before processing starts.
             rows = read_manifest(jc).materialize()
-            pipe_round[str(c)] = runs.consume_blocks(decode(jc, rows))
+
+            def plain_run() -> None:
+                plain_round[str(c)] = audio_s / runs.plain_loop_parallel(decoders.plain, paths, c)
+
+            def pipeline_run() -> None:
+                pipe_round[str(c)] = runs.consume_blocks(decode(jc, rows))
+
+            # Which goes first alternates, so a steady drift of the machine favours neither.
+            for measure in (plain_run, pipeline_run) if r % 2 == 0 else (pipeline_run, plain_run):
+                measure()
             logger.info(
                 "round %d, %d core(s): pipeline decode %.0f audio s/s (whole pass %.0f), plain loops %.0f",
                 r + 1, c, speed(pipe_round[str(c)]), pipe_round[str(c)]["throughput"], plain_round[str(c)],

@@ -42,6 +42,6 @@ class BenchmarkConfig(_Strict):
     )
     cores: list[int] | None = Field(default=None, description="Decode scaling points; unset = 1..all cores")
     repeats: int = Field(
-        default=3, gt=0, description="Rounds of pipeline decode next to plain loops; ratios are per-round medians"
+        default=5, gt=0, description="Rounds of pipeline decode next to plain loops; ratios are per-round medians"
     )
     ray: RayConfig = Field(default_factory=RayConfig)

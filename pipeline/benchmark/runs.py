@@ -19,22 +19,33 @@ SAMPLE_RATE = 16000
 
 
 def decoder_speeds(decoders: dict[str, Callable], files: Sequence[BenchFile]) -> dict[str, dict]:
-    """Per decoder, per (format, rate): audio seconds decoded per second of one core."""
+    """Per decoder, per (format, rate): audio seconds decoded per second of one core.
+
+    The decoders take turns on each kind, in an order that rotates from kind to kind, so a drift
+    in the machine's speed over the minutes of the run falls on all of them alike."""
     kinds: dict[tuple[str, int], list[BenchFile]] = defaultdict(list)
     for f in files:
         kinds[(f.format, f.sample_rate)].append(f)
-    out: dict[str, dict] = {}
-    for name, fn in decoders.items():
-        per_kind = {}
-        total_s = total_audio = 0.0
-        for (fmt, rate), group in sorted(kinds.items()):
-            seconds, _ = time_loop(fn, [f.path for f in group])
-            audio = sum(f.duration_s for f in group)
-            per_kind[f"{fmt}@{rate}"] = audio / seconds
-            total_s += seconds
-            total_audio += audio
-        out[name] = {"per_kind": per_kind, "seconds": total_s, "audio_s": total_audio, "speed": total_audio / total_s}
-    return out
+    names = list(decoders)
+    per_kind: dict[str, dict[str, float]] = {name: {} for name in names}
+    seconds_total = dict.fromkeys(names, 0.0)
+    audio_total = 0.0
+    for k, ((fmt, rate), group) in enumerate(sorted(kinds.items())):
+        audio = sum(f.duration_s for f in group)
+        audio_total += audio
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            seconds, _ = time_loop(decoders[name], [f.path for f in group])
+            per_kind[name][f"{fmt}@{rate}"] = audio / seconds
+            seconds_total[name] += seconds
+    return {
+        name: {
+            "per_kind": per_kind[name],
+            "seconds": seconds_total[name],
+            "audio_s": audio_total,
+            "speed": audio_total / seconds_total[name],
+        }
+        for name in names
+    }
 
 
 def plain_loop_parallel(fn: Callable, paths: Sequence[str], processes: int, chunk: int = 8) -> float:
