@@ -66,7 +66,9 @@ def decode_batch(
     decode_s = [None] * n
     # A row the manifest stage already failed (a bad line, a duplicate id) passes through as is.
     error_stage, error = _column(batch, "error_stage"), _column(batch, "error")
-    sources, embedded = _column(batch, "audio"), _column(batch, "audio_bytes")
+    sources = _column(batch, "audio")
+    # Embedded recordings are taken out one at a time: all of a batch's at once could be gigabytes.
+    embedded = batch.column("audio_bytes") if "audio_bytes" in batch.column_names else None
     offsets, durations = _column(batch, "offset_s"), _column(batch, "duration_hint_s")
     known = secret_values(storage_options)  # literals to keep out of messages, whatever their form
     for i in range(n):
@@ -74,8 +76,8 @@ def decode_batch(
             samples.append(np.empty(0, np.float32))
             chunks.append(np.empty(0, np.int64))
             continue
-        audio, data = sources[i], embedded[i]
-        embedded[i] = None  # this row's bytes are not needed again
+        audio = sources[i]
+        data = embedded[i].as_py() if embedded is not None else None
         start = time.perf_counter()
         try:
             if audio is None and data is None:
