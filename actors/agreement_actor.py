@@ -15,9 +15,8 @@ import os
 import pyarrow as pa
 
 from actors.asr_actor import SAMPLE_RATE, AsrActor
-from pipeline.label_stage import UTTERANCE
 from pipeline.languages import language_name
-from pipeline.schema import with_columns
+from pipeline.io.schema import UTTERANCE, with_columns
 
 logger = logging.getLogger(__name__)
 

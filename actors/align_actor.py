@@ -25,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 
 from actors.asr_actor import BusyClock
-from pipeline.align_plan import Span, align_span, spans_for_row
-from pipeline.align_units import Unit, build_aligner_text, resolve_language, split_units
-from pipeline.schema import WORD, with_columns
-from pipeline.timestamps import enforce_invariants
+from pipeline.align.plan import Span, align_span, spans_for_row
+from pipeline.align.units import Unit, build_aligner_text, resolve_language, split_units
+from pipeline.io.schema import WORD, with_columns
+from pipeline.align.timestamps import enforce_invariants
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-from pipeline.align_units import TIMESTAMP_TOKEN, build_aligner_text
+from pipeline.align.units import TIMESTAMP_TOKEN, build_aligner_text
 from actors.asr_engine import (
     SAMPLE_RATE,
     EngineDeadError,

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.languages import language_name
-from pipeline.schema import SEGMENT, with_columns
+from pipeline.io.schema import SEGMENT, with_columns
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,7 @@ def _cache_dir_for(model: str, cache_root: str) -> Path:
 
 
 def _copy_prefix(model: str, dest: Path, storage_options: dict) -> int:
-    from pipeline import storage
-
+    from pipeline.io import storage
     fs, root = storage.fsspec_fs(model.rstrip("/"), storage_options)
     files = [f for f in fs.find(root) if not f.endswith("/")]
     if not files:

@@ -72,12 +72,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     import ray
 
     from jobs.ray_session import start_ray
-    from pipeline import storage
+    from pipeline.io import storage
     from pipeline.benchmark import decoders, runs
     from pipeline.benchmark.corpus import make_corpus, write_manifest
     from pipeline.benchmark.memory import PeakMemory
-    from pipeline.chunking import plan_chunks
-    from pipeline.metrics import package_versions
+    from pipeline.audio.chunking import plan_chunks
+    from pipeline.score.metrics import package_versions
     from pipeline.transcribe import actor_gpus, build_pipeline, decode, engine_options, read_manifest
 
     report: dict = {"machine": machine(), "versions": package_versions(), "config": cfg.model_dump(mode="json")}
@@ -208,7 +208,7 @@ def ratios(r: dict) -> dict:
         # What the machine itself gives from more cores: independent loops, nothing shared.
         out["plain_loop_scaling_efficiency"] = _per_round(r, lambda d, p: p[t] / p["1"] / top)
         out["decode_pipeline_vs_parallel_plain_loops"] = _per_round(r, lambda d, p: pipe(d, t) / p[t])
-    ours = r["decoders"]["ours (pipeline.audio.decode_audio)"]["speed"]
+    ours = r["decoders"]["ours (pipeline.audio.decode.decode_audio)"]["speed"]
     for name, d in r["decoders"].items():
         if name.startswith("ours"):
             continue

@@ -14,7 +14,7 @@ import sys
 
 from jobs import cli
 from pipeline.config import ConfigError, load_config
-from pipeline.etl_config import EtlConfig
+from pipeline.etl.config import EtlConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Ray and the pipeline load only when there is work: a run with nothing new stays cheap.
-    from pipeline.etl import EtlError, run_etl
-    from pipeline.run_lock import LockError, LockLost, describe_holder
+    from pipeline.etl.run import EtlError, run_etl
+    from pipeline.etl.lock import LockError, LockLost, describe_holder
 
     def transcribe(job_cfg):
         from jobs.ray_session import start_ray

@@ -16,7 +16,7 @@ from pipeline.config import LabelJobConfig
 
 
 def _run(cfg: LabelJobConfig):
-    from pipeline.label import run_label
+    from pipeline.label.run import run_label
 
     return run_label(cfg)
 

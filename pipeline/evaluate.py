@@ -4,7 +4,7 @@ protocol, summarized in the shape of the Qwen3-ASR model card's tables.
 Protocol (fixed, not configurable, so numbers compare with the model card): greedy decoding,
 max_new_tokens 1024, no language given to the model (it identifies the language; the manifest's
 language is kept for scoring and for language-identification accuracy), no context. Scoring is
-the pipeline's own (pipeline/scoring.py): raw texts stored, one pinned normalizer, corpus-level
+the pipeline's own (pipeline/score/wer.py): raw texts stored, one pinned normalizer, corpus-level
 error counts with substitutions, deletions and insertions kept.
 """
 
@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline import storage
+from pipeline.io import storage
 from pipeline.config import (
     AsrConfig, InputConfig, JobConfig, OutputConfig, RayConfig, ScoreConfig, StageConfig, _Strict,
 )  # fmt: skip

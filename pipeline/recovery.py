@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import ray
 
-from pipeline.commit_stage import commit_rows, committed_ids, committed_rows, drop_done
-from pipeline.schema import with_columns
+from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_done
+from pipeline.io.schema import with_columns
 
 logger = logging.getLogger(__name__)
 

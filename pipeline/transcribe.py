@@ -20,19 +20,18 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
-from pipeline.commit_stage import commit_rows, committed_ids, committed_rows, drop_done
-from pipeline.decode_stage import decode_batch
-from pipeline.manifest import detect_format, normalize_manifest
-from pipeline.manifest_lines import JsonlLinesDatasource, parse_lines
-from pipeline.metrics import collect_metrics, print_summary, shuffle_partitions
-from pipeline.progress import ProgressReporter
-from pipeline.report import write_report
-from pipeline.schema import conform, with_columns
+from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_done
+from pipeline.audio.stage import decode_batch
+from pipeline.io.manifest import detect_format, normalize_manifest
+from pipeline.io.manifest_lines import JsonlLinesDatasource, parse_lines
+from pipeline.score.metrics import collect_metrics, print_summary, shuffle_partitions
+from pipeline.report.progress import ProgressReporter
+from pipeline.report.page import write_report
+from pipeline.io.schema import conform, with_columns
 from pipeline.recovery import retry_lost_rows, tolerate_lost_blocks
-from pipeline.score_stage import score_batch
-from pipeline.subtitle_stage import SUBTITLES_DIR, write_subtitles
-from pipeline import storage
-
+from pipeline.score.stage import score_batch
+from pipeline.align.subtitle_stage import SUBTITLES_DIR, write_subtitles
+from pipeline.io import storage
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = "results"

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.align_units import split_units
-from pipeline.audio import decode_audio
+from pipeline.align.units import split_units
+from pipeline.audio.decode import decode_audio
 from tests.conftest import SPEECH
 
 SR = 16000

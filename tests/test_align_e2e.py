@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.align_units import split_units
+from pipeline.align.units import split_units
 from pipeline.config import AlignJobConfig, load_config
 from tests.conftest import SPEECH
 from tests.test_transcribe_e2e import MANIFEST_ROWS, _read_parquet_dir, _upload_dir

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.align_plan import SAMPLE_RATE, Span, align_span, spans_for_row
-from pipeline.align_units import split_units
-from pipeline.chunking import plan_chunks
+from pipeline.align.plan import SAMPLE_RATE, Span, align_span, spans_for_row
+from pipeline.align.units import split_units
+from pipeline.audio.chunking import plan_chunks
 
 SR = SAMPLE_RATE
 SEG_S = 0.08  # seconds per aligner class (Qwen3-ForcedAligner: 80 ms)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import align_units
-from pipeline.align_units import (
+from pipeline.align import units as align_units
+from pipeline.align.units import (
     ALIGNER_LANGUAGES,
     Unit,
     aligner_supports,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import AudioError, DecodedAudio, decode_audio
+from pipeline.audio.decode import AudioError, DecodedAudio, decode_audio
 
 SPEECH = Path(__file__).parent / "assets" / "speech"
 

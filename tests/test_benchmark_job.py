@@ -125,7 +125,7 @@ def test_ratios_are_medians_of_per_round_ratios():
     report = {
         "rounds": rounds,
         "pipeline_decode": {c: _median_run([rd["pipeline_decode"][c] for rd in rounds]) for c in ("1", "2")},
-        "decoders": {"plain (soundfile+soxr)": {"speed": 1000.0}, "ours (pipeline.audio.decode_audio)": {"speed": 950.0}},
+        "decoders": {"plain (soundfile+soxr)": {"speed": 1000.0}, "ours (pipeline.audio.decode.decode_audio)": {"speed": 950.0}},
         "pipeline_e2e": {"throughput": 50.0, "throughput_after_engine_start": 60.0},
         "engine_direct": {"throughput": 75.0},
     }
@@ -145,7 +145,7 @@ def test_ratios_are_medians_of_per_round_ratios():
 def test_decode_workers_keep_freed_memory():
     import platform
 
-    from pipeline.worker_malloc import keep_freed_memory
+    from pipeline.audio.worker_malloc import keep_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")

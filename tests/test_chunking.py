@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.chunking import plan_chunks
+from pipeline.audio.chunking import plan_chunks
 
 SR = 16000
 LONG = Path(__file__).parent / "assets" / "speech" / "en_long_16k.flac"

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
-from pipeline.decode_stage import decode_batch
+from pipeline.audio.stage import decode_batch
 from tests.conftest import SPEECH
 
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import load_config
-from pipeline.etl_config import EtlConfig, SourceConfig
-from pipeline.etl_record import DoneSet, SourceFile, identity, list_source, select_new
+from pipeline.etl.config import EtlConfig, SourceConfig
+from pipeline.etl.record import DoneSet, SourceFile, identity, list_source, select_new
 from tests.conftest import SPEECH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_job_config_carries_the_transcribe_options():
 
 
 def test_failed_runs_on_a_local_root_leave_no_lock_and_are_cleaned_up(tmp_path):
-    from pipeline.etl import run_etl
+    from pipeline.etl.run import run_etl
 
     src, root = tmp_path / "incoming", tmp_path / "etl"
     src.mkdir()
@@ -146,8 +146,8 @@ def _must_not_transcribe(job_cfg):
 @pytest.fixture(scope="module")
 def history(s3, ray_session, tiny_asr_dir, tmp_path_factory):
     from jobs import etl as etl_job
-    from pipeline.etl import run_etl
-    from pipeline.run_lock import open_store
+    from pipeline.etl.run import run_etl
+    from pipeline.etl.lock import open_store
     from pipeline.transcribe import run as transcribe
 
     fs = s3.fs()
@@ -293,7 +293,7 @@ def test_every_file_once_across_committed_partitions(history):
 
 
 def test_committed_partitions_have_success_and_the_job_outputs(s3, history):
-    from pipeline.etl import committed_partitions
+    from pipeline.etl.run import committed_partitions
 
     fs = s3.fs()
     listed = committed_partitions(f"s3://{ROOT}", s3.storage_options)
@@ -307,7 +307,7 @@ def test_committed_partitions_have_success_and_the_job_outputs(s3, history):
 
 def test_busy_lock_exits_with_the_configured_code(s3, history, tmp_path):
     """The command line while another run holds the lock: it waits lock.wait_s, then exits."""
-    from pipeline.run_lock import RunLock, open_store
+    from pipeline.etl.lock import RunLock, open_store
 
     store, path = open_store(f"s3://{ROOT}/_etl/lock.json", s3.storage_options)
     holder = RunLock(store, path, run_id="scheduled-run", stale_after_s=60, heartbeat_s=10)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.schema import OUTPUT_SCHEMA
+from pipeline.io.schema import OUTPUT_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import FilterConfig, LabelJobConfig, load_config
-from pipeline.label_quality import reason_key
+from pipeline.label.quality import reason_key
 from tests.conftest import SPEECH
 from tests.test_transcribe_e2e import MANIFEST_ROWS, REPO, _read_parquet_dir, _upload_dir
 
@@ -34,7 +34,7 @@ PERMISSIVE = [
 
 @pytest.fixture(scope="module")
 def label_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
-    from pipeline.label import run_label
+    from pipeline.label.run import run_label
 
     fs = s3.fs()
     for bucket in ("unlabeled", "models", "labels"):

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import FilterConfig
-from pipeline.label_quality import (
+from pipeline.label.quality import (
     agreement_wer, compression_ratio, first_pass_reasons, longest_repeat, measure, reason_key, units_of,
 )  # fmt: skip
-from pipeline.label_segments import plan_utterances
-from pipeline.label_stage import finetune_line
+from pipeline.label.segments import plan_utterances
+from pipeline.label.stage import finetune_line
 
 
 def _words(spec: list[tuple[str, float, float]]) -> list[dict]:

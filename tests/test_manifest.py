@@ -9,7 +9,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pytest
 
-from pipeline.manifest import (
+from pipeline.io.manifest import (
     CANONICAL_COLUMNS,
     NORMALIZED_SCHEMA,
     detect_format,
@@ -150,7 +150,7 @@ def test_bad_number_fails_its_row_and_names_the_column() -> None:
 
 
 def test_overlong_fields_fail_their_row() -> None:
-    from pipeline.manifest import MAX_FIELD_CHARS
+    from pipeline.io.manifest import MAX_FIELD_CHARS
 
     long_id = "x" * (MAX_FIELD_CHARS["id"] + 1)
     t = pa.table({"id": [long_id, "ok"], "audio": ["a.wav", "b.wav"], "language": ["en" * 40, "en"]})

@@ -6,8 +6,8 @@ import io
 
 import pyarrow as pa
 
-from pipeline import manifest_lines
-from pipeline.manifest_lines import iter_lines, parse_lines
+from pipeline.io import manifest_lines
+from pipeline.io.manifest_lines import iter_lines, parse_lines
 
 
 def test_lines_numbers_and_blank_lines(monkeypatch) -> None:

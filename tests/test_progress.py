@@ -8,7 +8,7 @@ import re
 import pyarrow as pa
 import pytest
 
-from pipeline.progress import MAX_SAMPLES, ProgressReporter
+from pipeline.report.progress import MAX_SAMPLES, ProgressReporter
 
 
 class FakeClock:

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import load_config
-from pipeline.decode_stage import decode_batch
+from pipeline.audio.stage import decode_batch
 from pipeline.transcribe import read_manifest
 from tests.conftest import SPEECH
 

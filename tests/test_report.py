@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline import storage
+from pipeline.io import storage
 from pipeline.config import load_config
-from pipeline.report import REPORT_FILE, DurationHistogram, render_report, summarize_output, write_report
-from pipeline.schema import conform
+from pipeline.report.page import REPORT_FILE, DurationHistogram, render_report, summarize_output, write_report
+from pipeline.io.schema import conform
 from tests.conftest import SPEECH
 from tests.test_transcribe_e2e import MANIFEST_ROWS, REPO
 
@@ -66,7 +66,7 @@ def job(ray_session, tiny_asr_dir, tmp_path_factory):
         ],
     )
     lines = _Lines()
-    logger = logging.getLogger("pipeline.progress")
+    logger = logging.getLogger("pipeline.report.progress")
     logger.addHandler(lines)
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run_lock import LockLost, RunLock, open_store, read_holder
+from pipeline.etl.lock import LockLost, RunLock, open_store, read_holder
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "etl-locks"
@@ -87,7 +87,7 @@ def test_racing_threads_exactly_one_wins(lock_uri):
 
 _RACER = """
 import json, sys, time
-from pipeline.run_lock import RunLock, open_store
+from pipeline.etl.lock import RunLock, open_store
 uri, so, start_at, run_id, tried, racers = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), *sys.argv[4:7]
 store, path = open_store(uri, so)
 lock = RunLock(store, path, run_id=run_id, stale_after_s=60, heartbeat_s=10)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.scoring import (
+from pipeline.score.wer import (
     RowScore,
     corpus_error_rate,
     normalize_text,

@@ -31,12 +31,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.audio import AudioError, check_source, decode_audio, host_allowed
+from pipeline.audio.decode import AudioError, check_source, decode_audio, host_allowed
 from pipeline.config import ConfigError, load_config
-from pipeline.decode_stage import decode_batch
-from pipeline.manifest import normalize_manifest
+from pipeline.audio.stage import decode_batch
+from pipeline.io.manifest import normalize_manifest
 from pipeline.redact import REDACTED, is_secret_key, redact, redact_text, redact_url, secret_values
-from pipeline.storage import safe_name
+from pipeline.io.storage import safe_name
 from tests.conftest import SPEECH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_secret_values_come_from_options_urls_and_environment(monkeypatch):
 @pytest.mark.parametrize("name", ["transcribe", "align", "label", "etl"])
 def test_redacted_configs_keep_everything_but_secrets(name):
     from pipeline.config import AlignJobConfig, JobConfig, LabelJobConfig
-    from pipeline.etl_config import EtlConfig
+    from pipeline.etl.config import EtlConfig
 
     schema = {"transcribe": JobConfig, "align": AlignJobConfig, "label": LabelJobConfig, "etl": EtlConfig}[name]
     cfg = load_config(REPO / "configs" / f"{name}.yaml", schema=schema)
@@ -338,7 +338,7 @@ def _files_under(root: Path) -> list[Path]:
 
 
 def test_subtitle_files_stay_under_the_output(tmp_path):
-    from pipeline.subtitle_stage import write_subtitles
+    from pipeline.align.subtitle_stage import write_subtitles
 
     out = tmp_path / "job" / "out"
     words = [{"text": "hello", "start": 0.0, "end": 0.5}]
@@ -353,7 +353,7 @@ def test_subtitle_files_stay_under_the_output(tmp_path):
 def test_label_audio_stays_under_the_output(tmp_path):
     import numpy as np
 
-    from pipeline.label_stage import UTTERANCE, finish_batch
+    from pipeline.label.stage import UTTERANCE, finish_batch
 
     out = tmp_path / "job" / "out"
     utterance = {"index": 0, "start": 0.0, "end": 0.5, "text": "hello", "language": "English", "reasons": []}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.align_units import split_units
-from pipeline.timestamps import (
+from pipeline.align.units import split_units
+from pipeline.align.timestamps import (
     _longest_non_decreasing,
     enforce_invariants,
     repair_monotone,

@@ -191,7 +191,7 @@ def test_model_prefix_copied_once_per_node(s3_run):
 def test_bad_manifest_lines_fail_their_own_rows(ray_session, tmp_path):
     """Through the real Ray Data read and decode stages: every non-blank line is one row out, a bad
     line or field fails only its row, with its category."""
-    from pipeline.manifest import MAX_FIELD_CHARS
+    from pipeline.io.manifest import MAX_FIELD_CHARS
     from pipeline.transcribe import decode, fail_duplicate_ids, read_manifest
 
     good = str(SPEECH / "en_wav16k.wav")
@@ -244,13 +244,13 @@ def test_cli_config_error_names_the_field(tmp_path):
 
 
 def _expected_units(row: dict) -> list[str]:
-    from pipeline.align_units import split_units
+    from pipeline.align.units import split_units
 
     return [u.text for seg in row["segments"] for u in split_units(seg["text"], row["language"])]
 
 
 def test_every_supported_row_has_words_with_valid_times(s3_run):
-    from pipeline.align_units import aligner_supports
+    from pipeline.align.units import aligner_supports
 
     aligned = 0
     for row in s3_run["results"]:
@@ -275,7 +275,7 @@ def test_every_supported_row_has_words_with_valid_times(s3_run):
 
 
 def test_words_stay_inside_their_asr_chunk(s3_run):
-    from pipeline.align_units import split_units
+    from pipeline.align.units import split_units
 
     long_row = next(r for r in s3_run["results"] if r["audio"].endswith("en_long_16k.flac"))
     words = iter(long_row["words"])
@@ -311,7 +311,7 @@ def test_subtitles_parse_with_real_parsers(s3_run):
     import srt
     import webvtt
 
-    from pipeline.storage import safe_name
+    from pipeline.io.storage import safe_name
 
     files = s3_run["subtitles"]
     for row in s3_run["results"]:

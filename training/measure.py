@@ -1,9 +1,9 @@
 """Measure the tiny trained checkpoints through vLLM on the held-out synthetic test set.
 
-Uses the project's own pieces end to end: ``pipeline.audio.decode_audio`` (to 16 kHz mono),
-``pipeline.chunking.plan_chunks`` (recordings longer than ``asr.max_chunk_s``), the engine adapters
-``actors.asr_engine.AsrEngine`` / ``actors.align_engine.AlignEngine``, ``pipeline.align_units`` and
-``pipeline.timestamps`` for the aligner, and ``pipeline.scoring`` for WER. Prints corpus WER and
+Uses the project's own pieces end to end: ``pipeline.audio.decode.decode_audio`` (to 16 kHz mono),
+``pipeline.audio.chunking.plan_chunks`` (recordings longer than ``asr.max_chunk_s``), the engine adapters
+``actors.asr_engine.AsrEngine`` / ``actors.align_engine.AlignEngine``, ``pipeline.align.units`` and
+``pipeline.align.timestamps`` for the aligner, and ``pipeline.score.wer`` for WER. Prints corpus WER and
 language-ID accuracy (overall, per language, per voice split, per item kind) and the aligner's
 absolute word-boundary error (mean / median, ms).
 
@@ -29,7 +29,7 @@ SAMPLE_RATE = 16000
 
 
 def load_items(manifest: str) -> list[dict]:
-    from pipeline.audio import decode_audio
+    from pipeline.audio.decode import decode_audio
 
     base = os.path.dirname(os.path.abspath(manifest))
     items = []
@@ -44,7 +44,7 @@ def load_items(manifest: str) -> list[dict]:
 
 async def run_asr(model: str, items: list[dict], max_chunk_s: float, language_forced: bool) -> float:
     from actors.asr_engine import AsrEngine
-    from pipeline.chunking import plan_chunks
+    from pipeline.audio.chunking import plan_chunks
 
     engine = AsrEngine(model, max_new_tokens=256, max_model_len=4096, enforce_eager=True, max_audio_s=max_chunk_s)
     try:
@@ -67,8 +67,8 @@ async def run_asr(model: str, items: list[dict], max_chunk_s: float, language_fo
 
 async def run_aligner(model: str, items: list[dict]) -> float:
     from actors.align_engine import AlignEngine
-    from pipeline.align_units import build_aligner_text, split_units
-    from pipeline.timestamps import slots_to_words
+    from pipeline.align.units import build_aligner_text, split_units
+    from pipeline.align.timestamps import slots_to_words
 
     engine = AlignEngine(model, enforce_eager=True, max_audio_s=30)
     try:
@@ -87,7 +87,7 @@ async def run_aligner(model: str, items: list[dict]) -> float:
 
 
 def asr_report(items: list[dict]) -> dict:
-    from pipeline.scoring import corpus_error_rate, score_row
+    from pipeline.score.wer import corpus_error_rate, score_row
 
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in items:
@@ -121,7 +121,7 @@ def aligner_report(items: list[dict]) -> dict:
 
 
 def measure_asr(args, items: list[dict]) -> dict:
-    from pipeline.scoring import score_row
+    from pipeline.score.wer import score_row
 
     asr_s = asyncio.run(run_asr(args.asr, items, args.max_chunk_s, False))
     report = {"asr": asr_report(items), "asr_seconds": round(asr_s, 2)}

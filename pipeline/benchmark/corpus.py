@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from pipeline.audio import decode_audio
+from pipeline.audio.decode import decode_audio
 
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "tests" / "assets" / "speech"
 FORMATS = {  # name -> (extension, libsndfile format, subtype)

@@ -34,7 +34,7 @@ def librosa_load(path: str) -> np.ndarray:
 
 def ours(path: str) -> np.ndarray:
     """What the pipeline's decode stage runs."""
-    from pipeline.audio import decode_audio
+    from pipeline.audio.decode import decode_audio
 
     return decode_audio(path, target_sr=TARGET_SR).samples
 
@@ -69,7 +69,7 @@ def available() -> dict[str, Callable[[str], np.ndarray] | str]:
     except ImportError:
         found["librosa.load"] = "librosa is not installed (pip install '.[bench]')"
     found["ffmpeg subprocess"] = ffmpeg_subprocess if ffmpeg_binary() else "no ffmpeg (pip install '.[bench]' for imageio-ffmpeg)"
-    found["ours (pipeline.audio.decode_audio)"] = ours
+    found["ours (pipeline.audio.decode.decode_audio)"] = ours
     return found
 
 

@@ -18,6 +18,34 @@ SEGMENT = pa.struct(
 )
 WORD = pa.struct([("text", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 
+# One utterance of the labeling job, with every quality signal (pipeline/label/stage.py); the
+# agreement actor fills its agreement_* fields.
+UTTERANCE = pa.struct(
+    [
+        ("index", pa.int32()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("speech_start", pa.float64()),
+        ("speech_end", pa.float64()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("units", pa.int32()),
+        ("units_per_s", pa.float64()),
+        ("max_repeat", pa.int32()),
+        ("compression_ratio", pa.float64()),
+        ("rms_db", pa.float64()),
+        ("empty", pa.bool_()),
+        ("language_mismatch", pa.bool_()),
+        ("agreement_text", pa.string()),
+        ("agreement_language", pa.string()),
+        ("agreement_wer", pa.float64()),
+        ("reasons", pa.list_(pa.string())),
+        ("kept", pa.bool_()),
+        ("audio_path", pa.string()),
+        ("audio_bytes", pa.binary()),
+    ]
+)
+
 OUTPUT_SCHEMA = pa.schema(
     [
         ("id", pa.string()),

@@ -14,44 +14,18 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from pipeline import storage
+from pipeline.io import storage
 from pipeline.config import FilterConfig, SegmentConfig
-from pipeline.label_quality import agreement_wer, first_pass_reasons, measure
-from pipeline.label_segments import plan_utterances
+from pipeline.label.quality import agreement_wer, first_pass_reasons, measure
+from pipeline.label.segments import plan_utterances
 from pipeline.languages import language_name
-from pipeline.schema import with_columns
+from pipeline.io.schema import UTTERANCE, with_columns
 
 SAMPLE_RATE = 16000
 AUDIO_DIR = "audio"
 UTTERANCES_DIR = "utterances"
 DATASET_DIR = "dataset"
 JSONL_FILE = "train.jsonl"
-
-UTTERANCE = pa.struct(
-    [
-        ("index", pa.int32()),
-        ("start", pa.float64()),
-        ("end", pa.float64()),
-        ("speech_start", pa.float64()),
-        ("speech_end", pa.float64()),
-        ("text", pa.string()),
-        ("language", pa.string()),
-        ("units", pa.int32()),
-        ("units_per_s", pa.float64()),
-        ("max_repeat", pa.int32()),
-        ("compression_ratio", pa.float64()),
-        ("rms_db", pa.float64()),
-        ("empty", pa.bool_()),
-        ("language_mismatch", pa.bool_()),
-        ("agreement_text", pa.string()),
-        ("agreement_language", pa.string()),
-        ("agreement_wer", pa.float64()),
-        ("reasons", pa.list_(pa.string())),
-        ("kept", pa.bool_()),
-        ("audio_path", pa.string()),
-        ("audio_bytes", pa.binary()),
-    ]
-)
 
 # One row per utterance, kept or rejected: every signal a column, so a dataset can be
 # re-filtered with other thresholds without running a model again.

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 from ray.data.datasource import FileBasedDatasource
 
-from pipeline.manifest import DEFAULT_ALIASES
+from pipeline.io.manifest import DEFAULT_ALIASES
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _READ_BYTES = 8 * 1024 * 1024

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.schema import conform
+from pipeline.io import storage
+from pipeline.io.schema import conform
 
 # Long texts are in the committed files; what flows on to the metrics does not need them.
 _NOT_FOR_METRICS = ("text", "reference", "context")

@@ -193,7 +193,7 @@ class ProgressReporter:
             stop()
         if self.rows == rows_before:
             # Empty blocks may carry no schema; later stages look for the output columns.
-            from pipeline.schema import conform
+            from pipeline.io.schema import conform
 
             return ray.data.from_arrow(conform(pa.table({})))
         return ray.data.from_arrow_refs(refs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.align_units import is_spaceless
+from pipeline.align.units import is_spaceless
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from pipeline.align_units import is_cjk, is_spaceless
+from pipeline.align.units import is_cjk, is_spaceless
 
 _SPACES = re.compile(r"\s+")
 

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import report_plots as plots
-from pipeline import storage
+from pipeline.report import plots
+from pipeline.io import storage
 from pipeline.languages import language_key
 from pipeline.redact import redact, redact_text, redact_url, secret_values
 

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from pipeline import storage
+from pipeline.io import storage
 from pipeline.redact import redact_url
 
 # libsndfile's SF_ERR_UNRECOGNISED_FORMAT: the bytes are not any container it knows, which is a

@@ -20,17 +20,17 @@ import pyarrow.compute as pc
 import ray
 from ray.data.expressions import col
 
-from pipeline import storage
+from pipeline.io import storage
 from pipeline.config import LabelJobConfig
-from pipeline.label_quality import reason_key
-from pipeline.label_stage import (
+from pipeline.label.quality import reason_key
+from pipeline.label.stage import (
     AUDIO_DIR, DATASET_DIR, JSONL_FILE, UTTERANCES_DIR,
     explode_utterances, finetune_line, finish_batch, plan_batch,
 )  # fmt: skip
-from pipeline.subtitle_stage import SUBTITLES_DIR
-from pipeline.metrics import collect_metrics, print_summary
-from pipeline.progress import ProgressReporter
-from pipeline.report import write_report
+from pipeline.align.subtitle_stage import SUBTITLES_DIR
+from pipeline.score.metrics import collect_metrics, print_summary
+from pipeline.report.progress import ProgressReporter
+from pipeline.report.page import write_report
 from pipeline.transcribe import (
     FAILED_DIR, LIGHT_CPUS, accounting, raise_if_unbalanced, METRICS_FILE, RESULTS_DIR, AccountingError, RunResult, actor_pool, write_rows,
     restarts,

@@ -93,7 +93,7 @@ def transport_errors() -> tuple[type[Exception], ...]:
 def fsspec_fs(uri: str, storage_options: dict | None = None):
     options = options_for(uri, storage_options)
     if _is_s3(uri) and "::" not in uri:
-        from pipeline.s3 import S3FileSystem  # s3fs takes seconds to import: only when used
+        from pipeline.io.s3 import S3FileSystem  # s3fs takes seconds to import: only when used
 
         fs = S3FileSystem(**options)
         return fs, fs._strip_protocol(uri)

@@ -24,7 +24,7 @@ from pipeline.config import (
 
 # What the decoder (libsndfile) reads. m4a/AAC is not among them: such files would only fail.
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "opus"]
-# Schemes the run lock can make safe (conditional writes); see pipeline/run_lock.py.
+# Schemes the run lock can make safe (conditional writes); see pipeline/etl/lock.py.
 LOCK_SCHEMES = ("", "file", "s3", "s3a")
 
 

@@ -34,8 +34,7 @@ from typing import Protocol
 
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline import storage
-
+from pipeline.io import storage
 logger = logging.getLogger(__name__)
 
 

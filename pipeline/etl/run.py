@@ -2,8 +2,8 @@
 
 Layout under the ETL root (`output.path`):
 
-  _etl/lock.json                         the run lock (pipeline/run_lock.py) while a run is active
-  _etl/runs/<run_id>.parquet             one committed record per run (pipeline/etl_record.py)
+  _etl/lock.json                         the run lock (pipeline/etl/lock.py) while a run is active
+  _etl/runs/<run_id>.parquet             one committed record per run (pipeline/etl/record.py)
   date=YYYY-MM-DD/run=<run_id>/          one partition per run, the transcribe job's output:
       manifest.jsonl results/ failed/ [subtitles/] metrics.json _SUCCESS
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from pipeline import storage
-from pipeline.etl_config import EtlConfig
-from pipeline.etl_record import (
+from pipeline.io import storage
+from pipeline.etl.config import EtlConfig
+from pipeline.etl.record import (
     ETL_DIR,
     DoneSet,
     SourceFile,
@@ -43,7 +43,7 @@ from pipeline.etl_record import (
     select_new,
 )
 from pipeline.redact import redact_url
-from pipeline.run_lock import RunLock, open_store
+from pipeline.etl.lock import RunLock, open_store
 
 if TYPE_CHECKING:
     from pipeline.config import JobConfig

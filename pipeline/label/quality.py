@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.align_units import is_spaceless
+from pipeline.align.units import is_spaceless
 from pipeline.languages import language_name
-from pipeline.scoring import score_row
+from pipeline.score.wer import score_row
 
 _WORD_CHAR = re.compile(r"[^\W_]", re.UNICODE)
 

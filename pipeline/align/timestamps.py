@@ -12,7 +12,7 @@ import bisect
 import math
 from collections.abc import Sequence
 
-from pipeline.align_units import Unit
+from pipeline.align.units import Unit
 
 
 def _longest_non_decreasing(values: Sequence[float]) -> list[int]:
@@ -84,7 +84,7 @@ def slots_to_words(
     """Word timestamps from the aligner's slot classes.
 
     ``slot_classes`` holds two classes per unit, (start, end), in unit order (the layout of
-    :func:`pipeline.align_units.build_aligner_text`). Each class is multiplied by
+    :func:`pipeline.align.units.build_aligner_text`). Each class is multiplied by
     ``segment_time_s``, the sequence is repaired with :func:`repair_monotone`, shifted by
     ``offset_s`` (where the aligned audio starts within the recording), and clamped to
     ``[0, duration_s]`` (``duration_s``: the recording's duration, in the same time frame as the

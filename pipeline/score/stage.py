@@ -1,6 +1,6 @@
 """CPU stage: per-row word/char errors against references, on normalized text.
 
-Raw texts stay in the row; normalization happens here only (pipeline.scoring), so a re-score
+Raw texts stay in the row; normalization happens here only (pipeline.score.wer), so a re-score
 with another normalizer never needs a re-run of the model.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.schema import with_columns
-from pipeline.scoring import score_row
+from pipeline.io.schema import with_columns
+from pipeline.score.wer import score_row
 
 _FIELDS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
