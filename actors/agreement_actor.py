@@ -15,8 +15,8 @@ import os
 import pyarrow as pa
 
 from actors.asr_actor import SAMPLE_RATE, AsrActor
-from pipeline.languages import language_name
 from pipeline.io.schema import UTTERANCE, with_columns
+from pipeline.languages import language_name
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import pyarrow as pa
 
 from actors.asr_actor import BusyClock
 from pipeline.align.plan import Span, align_span, spans_for_row
+from pipeline.align.timestamps import enforce_invariants
 from pipeline.align.units import Unit, build_aligner_text, resolve_language, split_units
 from pipeline.io.schema import WORD, with_columns
-from pipeline.align.timestamps import enforce_invariants
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.languages import language_name
 from pipeline.io.schema import SEGMENT, with_columns
+from pipeline.languages import language_name
 
 logger = logging.getLogger(__name__)
 

@@ -97,3 +97,55 @@ def sync_remote_model(model: str, cache_root: str, storage_options: dict) -> Pat
             return dest
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def model_problem(model: str, storage_options: dict | None = None, hub_timeout_s: float = 10.0) -> str | None:
+    """Why ``model`` cannot be loaded, in a few words, or None when it looks loadable.
+
+    Checked on the driver before any actor starts, cheaply: a local directory must hold a
+    config.json; an object-storage prefix must hold one (one listing, one small read); a hub id
+    must be in the local Hugging Face cache or answer on the hub within ``hub_timeout_s``
+    seconds (HF_HUB_OFFLINE=1: the cache only). Raises nothing: an unexpected failure of the
+    check itself is reported as the problem.
+    """
+    if is_remote(model):
+        try:
+            from pipeline.io import storage
+
+            fs, root = storage.fsspec_fs(model.rstrip("/"), storage_options or {})
+            if not fs.exists(f"{root}/config.json"):
+                return f"no config.json under {model}"
+        except Exception as e:
+            return f"the prefix cannot be read ({type(e).__name__}: {e})"
+        return None
+    try:
+        resolve_model(model, "/nonexistent-cache", storage_options)
+    except ModelSourceError as e:
+        return str(e).removeprefix(f"model '{model}' is ").removeprefix("model ")
+    if Path(model).expanduser().exists():
+        return None
+    problem = _hub_problem(model, hub_timeout_s)
+    # "models/foo" reads as a hub id, but it may have been meant as a local path.
+    return f"no local directory of that name, and as a hub id: {problem}" if problem else None
+
+
+def _hub_problem(model: str, timeout_s: float) -> str | None:
+    try:
+        from huggingface_hub import HfApi, constants, try_to_load_from_cache
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:  # a driver without the engine's packages: leave it to the actors
+        return None
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+    try:
+        HfApi().model_info(model, timeout=timeout_s)
+    except GatedRepoError:
+        return "the hub refuses access (a gated model: log in with `hf auth login` or set HF_TOKEN)"
+    except RepositoryNotFoundError:
+        return "no such model on the Hugging Face hub (or it is private: set HF_TOKEN)"
+    except Exception as e:
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        return f"not in the local Hugging Face cache, and the hub cannot be reached ({reason})"
+    return None

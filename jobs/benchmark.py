@@ -24,7 +24,12 @@ import time
 
 from jobs import cli
 from pipeline.benchmark.config import BenchmarkConfig
-from pipeline.config import ConfigError, InputConfig, JobConfig, OutputConfig, ScoreConfig, load_config
+from pipeline.config import (
+    InputConfig,
+    JobConfig,
+    OutputConfig,
+    ScoreConfig,
+)
 
 logger = logging.getLogger("benchmark")
 
@@ -72,13 +77,19 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     import ray
 
     from jobs.ray_session import start_ray
-    from pipeline.io import storage
+    from pipeline.audio.chunking import plan_chunks
     from pipeline.benchmark import decoders, runs
     from pipeline.benchmark.corpus import make_corpus, write_manifest
     from pipeline.benchmark.memory import PeakMemory
-    from pipeline.audio.chunking import plan_chunks
+    from pipeline.io import storage
     from pipeline.score.metrics import package_versions
-    from pipeline.transcribe import actor_gpus, build_pipeline, decode, engine_options, read_manifest
+    from pipeline.transcribe import (
+        actor_gpus,
+        build_pipeline,
+        decode,
+        engine_options,
+        read_manifest,
+    )
 
     report: dict = {"machine": machine(), "versions": package_versions(), "config": cfg.model_dump(mode="json")}
     t = time.perf_counter()
@@ -286,15 +297,14 @@ def to_markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = cli.parse_args("python -m jobs.benchmark", __doc__.splitlines()[0], "configs/benchmark.yaml", argv)
-    try:
-        cfg = load_config(args.config, args.overrides, schema=BenchmarkConfig)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    run_benchmark(cfg)
-    return 0
+    def body(cfg: BenchmarkConfig) -> int:
+        run_benchmark(cfg)
+        return 0
+
+    return cli.run_job(
+        prog="python -m jobs.benchmark", doc=__doc__, example_config="configs/benchmark.yaml",
+        schema=BenchmarkConfig, body=body, argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
-"""The command line shared by the jobs: `--config FILE`, `--set a.b=c`, exit codes.
+"""The command line shared by the jobs: `--config FILE`, `--set a.b=c`, the console, exit codes.
 
-Exit codes: 0 done, 1 the run failed, 2 the config or manifest is invalid (nothing was processed).
+Every job goes through :func:`run_job`: the config is validated and the models it names are
+checked before Ray or any actor starts, so a typo or an unreachable model costs a second, not a
+cluster's start-up. Exit codes: 0 done, 1 the run failed, 2 the config, a model or the manifest
+is invalid (nothing was processed).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
+from jobs import logs
 from pipeline.config import ConfigError, load_config
 
 
@@ -26,6 +29,84 @@ def parse_args(prog: str, description: str, example_config: str, argv: list[str]
     return parser.parse_args(argv)
 
 
+def fail(message: str) -> int:
+    """One error line on stderr; the exit code for an invalid config, model or manifest."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def models_of(cfg: Any) -> list[tuple[str, str, dict]]:
+    """(config field, model, storage options) for every model the job will load.
+
+    A section counts when the job runs it: `asr` always, `align` when enabled (the align job's
+    always is), the label job's `agreement` model when enabled.
+    """
+    found = []
+    for section in ("asr", "align", "agreement"):
+        part = getattr(cfg, section, None)
+        if part is None or not getattr(part, "model", None) or not getattr(part, "enabled", True):
+            continue
+        options = getattr(getattr(cfg, "input", None), "storage_options", None) or {}
+        found.append((f"{section}.model", part.model, dict(options)))
+    return found
+
+
+def check_models(cfg: Any) -> str | None:
+    """The first model of the job that cannot be loaded, as one line naming it and what to try."""
+    from actors.model_source import model_problem
+
+    for field, model, options in models_of(cfg):
+        problem = model_problem(model, options)
+        if problem:
+            return (
+                f"{field} '{model}' cannot be loaded: {problem}. Try --set {field}=<a local checkpoint "
+                f"directory or an s3:// prefix>, or --set {field}=models/tiny-qwen3-asr-synth "
+                "(the bundled tiny model) to check the set-up"
+            )
+    return None
+
+
+def run_job(
+    *,
+    prog: str,
+    doc: str,
+    example_config: str,
+    schema: type[BaseModel],
+    body: Callable[[Any], int],
+    argv: list[str] | None = None,
+    check: bool = True,
+) -> int:
+    """Parse the command line, validate the config, set up the console by its `log_level`, check
+    the models (``check``), then return ``body(cfg)``: the job's exit code."""
+    args = parse_args(prog, doc.splitlines()[0], example_config, argv)
+    try:
+        cfg = load_config(args.config, args.overrides, schema=schema)
+    except ConfigError as e:
+        return fail(str(e))
+    logs.configure(getattr(cfg, "log_level", "info"))
+    if check:
+        problem = check_models(cfg)
+        if problem:
+            return fail(problem)
+    return body(cfg)
+
+
+def transcribe_body(runner: Callable[[Any], Any] | None = None) -> Callable[[Any], int]:
+    """The body of the transcribe, align and label jobs: start (or join) Ray, run, say where the
+    rows went. ``runner(cfg)`` returns a RunResult; unset = the transcribe/align run."""
+
+    def body(cfg: Any) -> int:
+        from jobs.ray_session import start_ray
+        from pipeline.transcribe import run
+
+        start_ray(cfg.ray)
+        result = (runner or run)(cfg)
+        print(f"wrote {result.rows_written} results and {result.rows_failed} failed rows to {cfg.output.path}")
+        return 0
+
+    return body
+
+
 def main(
     *,
     prog: str,
@@ -35,19 +116,9 @@ def main(
     argv: list[str] | None = None,
     runner: Callable[[Any], Any] | None = None,
 ) -> int:
-    """``runner(cfg)`` runs the job and returns a RunResult; unset = the transcribe/align run."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(prog, description, example_config, argv)
-    try:
-        cfg = load_config(args.config, args.overrides, schema=schema)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    from jobs.ray_session import start_ray
-    from pipeline.transcribe import run
-
-    start_ray(cfg.ray)
-    result = (runner or run)(cfg)
-    print(f"wrote {result.rows_written} results and {result.rows_failed} failed rows to {cfg.output.path}")
-    return 0
+    """A transcribe-like job: ``runner(cfg)`` runs it and returns a RunResult; unset = the
+    transcribe/align run."""
+    return run_job(
+        prog=prog, doc=description, example_config=example_config, schema=schema,
+        body=transcribe_body(runner), argv=argv,
+    )  # fmt: skip

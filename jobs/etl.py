@@ -9,26 +9,16 @@ Exit codes: 0 done (or nothing new), 1 the run failed (nothing committed; the ne
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from jobs import cli
-from pipeline.config import ConfigError, load_config
 from pipeline.etl.config import EtlConfig
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = cli.parse_args("python -m jobs.etl", __doc__.splitlines()[0], "configs/etl.yaml", argv)
-    try:
-        cfg = load_config(args.config, args.overrides, schema=EtlConfig)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
+def _etl(cfg: EtlConfig) -> int:
     # Ray and the pipeline load only when there is work: a run with nothing new stays cheap.
-    from pipeline.etl.run import EtlError, run_etl
     from pipeline.etl.lock import LockError, LockLost, describe_holder
+    from pipeline.etl.run import EtlError, run_etl
 
     def transcribe(job_cfg):
         from jobs.ray_session import start_ray
@@ -57,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.rows_failed} failed rows to {result.partition}{left}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run_job(
+        prog="python -m jobs.etl", doc=__doc__, example_config="configs/etl.yaml",
+        schema=EtlConfig, body=_etl, argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,26 +7,24 @@ and under `<output>/<test set>/` each set's results, failed rows, metrics.json a
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from jobs import cli
 from jobs.ray_session import start_ray
-from pipeline.config import ConfigError, load_config
 from pipeline.evaluate import EvaluateConfig, run_evaluation
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = cli.parse_args("python -m jobs.evaluate", __doc__.splitlines()[0], "configs/evaluate.yaml", argv)
-    try:
-        cfg = load_config(args.config, args.overrides, schema=EvaluateConfig)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _evaluate(cfg: EvaluateConfig) -> int:
     start_ray(cfg.ray)
     result = run_evaluation(cfg)
     return 0 if all(s["rows_read"] == s["rows_written"] + s["rows_failed"] for s in result["sets"]) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run_job(
+        prog="python -m jobs.evaluate", doc=__doc__, example_config="configs/evaluate.yaml",
+        schema=EvaluateConfig, body=_evaluate, argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from pathlib import Path
 from jobs import cli
 from jobs.ray_session import start_ray
 from pipeline.benchmark.load import LoadConfig, run_driver, short_clips, spill_stats
-from pipeline.config import ConfigError, load_config
 
 logger = logging.getLogger("load_test")
 
@@ -66,14 +65,10 @@ def to_markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = cli.parse_args("python -m jobs.load_test", __doc__.splitlines()[0], "configs/load_test.yaml", argv)
-    try:
-        cfg = load_config(args.config, args.overrides, schema=LoadConfig)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0 if run_load_test(cfg)["ok"] else 1
+    return cli.run_job(
+        prog="python -m jobs.load_test", doc=__doc__, example_config="configs/load_test.yaml",
+        schema=LoadConfig, body=lambda cfg: 0 if run_load_test(cfg)["ok"] else 1, argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

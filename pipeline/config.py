@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -247,17 +254,33 @@ class ProgressConfig(_Strict):
     )
 
 
-class JobConfig(_Strict):
-    """The transcribe job: ASR, optionally followed by alignment."""
+class JobBase(_Strict):
+    """What every job's config has: its console level."""
 
-    input: InputConfig
-    output: OutputConfig
+    log_level: Literal["info", "debug"] = Field(
+        default="info",
+        description="info: start, progress, warnings that matter, summary; debug: also the engines', "
+        "Ray's and Ray Data's own logs on the console (they are always in Ray's session log files)",
+    )
+
+
+class PipelineSections(JobBase):
+    """The transcription pipeline's sections, shared by the transcribe job and the ETL job (which
+    runs the transcribe job once per run with them)."""
+
     decode: StageConfig = Field(default_factory=StageConfig)
     asr: AsrConfig = Field(default_factory=AsrConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     progress: ProgressConfig = Field(default_factory=ProgressConfig)
+
+
+class JobConfig(PipelineSections):
+    """The transcribe job: ASR, optionally followed by alignment."""
+
+    input: InputConfig
+    output: OutputConfig
 
     @property
     def aligns(self) -> bool:
@@ -274,7 +297,7 @@ class AlignOnlyConfig(AlignConfig):
     enabled: bool = Field(default=True, description="Always true in the align job")
 
 
-class AlignJobConfig(_Strict):
+class AlignJobConfig(JobBase):
     """The align-only job: existing transcripts (the manifest's text) timed against their audio."""
 
     input: InputConfig

@@ -16,10 +16,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.io import storage
 from pipeline.config import (
-    AsrConfig, InputConfig, JobConfig, OutputConfig, RayConfig, ScoreConfig, StageConfig, _Strict,
+    AsrConfig,
+    InputConfig,
+    JobBase,
+    JobConfig,
+    OutputConfig,
+    RayConfig,
+    ScoreConfig,
+    StageConfig,
+    _Strict,
 )  # fmt: skip
+from pipeline.io import storage
 from pipeline.redact import redact_url
 
 logger = logging.getLogger(__name__)
@@ -64,7 +72,7 @@ class EvaluateOutput(_Strict):
     storage_options: dict = Field(default_factory=dict)
 
 
-class EvaluateConfig(_Strict):
+class EvaluateConfig(JobBase):
     test_sets: list[TestSet] = Field(min_length=1)
     output: EvaluateOutput = Field(default_factory=EvaluateOutput)
     decode: StageConfig = Field(default_factory=StageConfig)

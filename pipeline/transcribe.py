@@ -19,19 +19,20 @@ import pyarrow.csv as pacsv
 import ray
 from ray.data.expressions import col
 
-from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
-from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_done
+from pipeline.align.subtitle_stage import SUBTITLES_DIR, write_subtitles
 from pipeline.audio.stage import decode_batch
+from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
+from pipeline.io import storage
+from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_done
 from pipeline.io.manifest import detect_format, normalize_manifest
 from pipeline.io.manifest_lines import JsonlLinesDatasource, parse_lines
-from pipeline.score.metrics import collect_metrics, print_summary, shuffle_partitions
-from pipeline.report.progress import ProgressReporter
-from pipeline.report.page import write_report
 from pipeline.io.schema import conform, with_columns
 from pipeline.recovery import retry_lost_rows, tolerate_lost_blocks
+from pipeline.report.page import write_report
+from pipeline.report.progress import ProgressReporter
+from pipeline.score.metrics import collect_metrics, print_summary, shuffle_partitions
 from pipeline.score.stage import score_batch
-from pipeline.align.subtitle_stage import SUBTITLES_DIR, write_subtitles
-from pipeline.io import storage
+
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = "results"

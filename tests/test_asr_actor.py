@@ -1,9 +1,9 @@
 """The ASR actor's row assembly: joining chunk texts, merging chunk languages."""
 
+import pytest
+
 from actors.asr_actor import join_texts, merge_languages
 from pipeline.languages import language_key, language_name
-
-import pytest
 
 
 def test_join_texts_by_script():

@@ -146,8 +146,8 @@ def _must_not_transcribe(job_cfg):
 @pytest.fixture(scope="module")
 def history(s3, ray_session, tiny_asr_dir, tmp_path_factory):
     from jobs import etl as etl_job
-    from pipeline.etl.run import run_etl
     from pipeline.etl.lock import open_store
+    from pipeline.etl.run import run_etl
     from pipeline.transcribe import run as transcribe
 
     fs = s3.fs()

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 from pipeline.config import FilterConfig
 from pipeline.label.quality import (
-    agreement_wer, compression_ratio, first_pass_reasons, longest_repeat, measure, reason_key, units_of,
+    agreement_wer,
+    compression_ratio,
+    first_pass_reasons,
+    longest_repeat,
+    measure,
+    reason_key,
+    units_of,
 )  # fmt: skip
 from pipeline.label.segments import plan_utterances
 from pipeline.label.stage import finetune_line

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipeline.config import load_config
 from pipeline.audio.stage import decode_batch
+from pipeline.config import load_config
 from pipeline.transcribe import read_manifest
 from tests.conftest import SPEECH
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.io import storage
 from pipeline.config import load_config
-from pipeline.report.page import REPORT_FILE, DurationHistogram, render_report, summarize_output, write_report
+from pipeline.io import storage
 from pipeline.io.schema import conform
+from pipeline.report.page import REPORT_FILE, DurationHistogram, render_report, summarize_output, write_report
 from tests.conftest import SPEECH
 from tests.test_transcribe_e2e import MANIFEST_ROWS, REPO
 

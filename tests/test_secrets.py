@@ -32,11 +32,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.audio.decode import AudioError, check_source, decode_audio, host_allowed
-from pipeline.config import ConfigError, load_config
 from pipeline.audio.stage import decode_batch
+from pipeline.config import ConfigError, load_config
 from pipeline.io.manifest import normalize_manifest
-from pipeline.redact import REDACTED, is_secret_key, redact, redact_text, redact_url, secret_values
 from pipeline.io.storage import safe_name
+from pipeline.redact import REDACTED, is_secret_key, redact, redact_text, redact_url, secret_values
 from tests.conftest import SPEECH
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io import storage
 from pipeline.audio.decode import AudioError, decode_audio
+from pipeline.io import storage
 from tests.conftest import SPEECH
 from tests.fault_proxy import FaultProxy
 

@@ -11,8 +11,8 @@ import pytest
 import srt
 import webvtt
 
-from pipeline.io.storage import safe_name
 from pipeline.align.subtitle_stage import SUBTITLES_DIR, write_subtitles
+from pipeline.io.storage import safe_name
 
 # --- safe_name ------------------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 import srt
 import webvtt
 
-from pipeline.align.units import split_units
 from pipeline.align.subtitles import group_cues, srt_time, to_srt, to_vtt, vtt_time
 from pipeline.align.timestamps import slots_to_words
+from pipeline.align.units import split_units
 
 
 def _w(text: str, start: float, end: float) -> dict:

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.align.units import split_units
 from pipeline.align.timestamps import (
     _longest_non_decreasing,
     enforce_invariants,
     repair_monotone,
     slots_to_words,
 )
+from pipeline.align.units import split_units
 
 
 def _lnds_length(values) -> int:

@@ -67,8 +67,8 @@ async def run_asr(model: str, items: list[dict], max_chunk_s: float, language_fo
 
 async def run_aligner(model: str, items: list[dict]) -> float:
     from actors.align_engine import AlignEngine
-    from pipeline.align.units import build_aligner_text, split_units
     from pipeline.align.timestamps import slots_to_words
+    from pipeline.align.units import build_aligner_text, split_units
 
     engine = AlignEngine(model, enforce_eager=True, max_audio_s=30)
     try:

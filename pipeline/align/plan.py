@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.align.timestamps import slots_to_words
 from pipeline.align.units import Unit
 from pipeline.audio.chunking import plan_chunks
-from pipeline.align.timestamps import slots_to_words
 
 SAMPLE_RATE = 16000
 # Extra words offered to a piece beyond its time share (speech rate varies along a recording).

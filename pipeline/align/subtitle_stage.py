@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.io import storage
 from pipeline.align.subtitles import to_srt, to_vtt
+from pipeline.io import storage
 
 SUBTITLES_DIR = "subtitles"
 _RENDER = {"srt": to_srt, "vtt": to_vtt}

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.audio.decode import AudioError, decode_audio
 from pipeline.audio.chunking import plan_chunks
-from pipeline.redact import redact_text, redact_url, secret_values
-from pipeline.io.schema import with_columns
+from pipeline.audio.decode import AudioError, decode_audio
 from pipeline.audio.worker_malloc import keep_freed_memory
+from pipeline.io.schema import with_columns
+from pipeline.redact import redact_text, redact_url, secret_values
 
 SAMPLE_RATE = 16000
 

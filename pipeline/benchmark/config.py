@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import AsrConfig, RayConfig, StageConfig, _Strict
+from pipeline.config import AsrConfig, JobBase, RayConfig, StageConfig, _Strict
 
 
 class CorpusConfig(_Strict):
@@ -30,7 +30,7 @@ class BenchOutput(_Strict):
     storage_options: dict = Field(default_factory=dict)
 
 
-class BenchmarkConfig(_Strict):
+class BenchmarkConfig(JobBase):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     output: BenchOutput = Field(default_factory=BenchOutput)
     decode: StageConfig = Field(default_factory=StageConfig)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from pipeline.config import RayConfig, _Strict
+from pipeline.config import JobBase, RayConfig
 
 
-class LoadConfig(_Strict):
+class LoadConfig(JobBase):
     rows: list[int] = Field(default_factory=lambda: [2000, 20000], min_length=1, description="Manifest sizes, run in order")
     clips: str = Field(
         default="tests/assets/speech/manifest.jsonl",

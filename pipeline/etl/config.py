@@ -1,7 +1,8 @@
 """Typed config of the scheduled ETL job (`jobs.etl`), validated once before anything runs.
 
-The decode/asr/align/score/ray sections are the transcribe job's own, so a transcribe config's
-options carry over unchanged; `source`, `output` and `lock` are what the ETL adds.
+The decode/asr/align/score/ray/progress sections are the transcribe job's own (one class,
+``PipelineSections``), so a transcribe config's options carry over unchanged; `source`, `output`
+and `lock` are what the ETL adds.
 """
 
 from __future__ import annotations
@@ -10,17 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import (
-    AlignConfig,
-    AsrConfig,
-    JobConfig,
-    ProgressConfig,
-    RayConfig,
-    ScoreConfig,
-    StageConfig,
-    SubtitleOptions,
-    _Strict,
-)
+from pipeline.config import JobConfig, PipelineSections, SubtitleOptions, _Strict
 
 # What the decoder (libsndfile) reads. m4a/AAC is not among them: such files would only fail.
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "opus"]
@@ -103,18 +94,12 @@ class LockConfig(_Strict):
         return self
 
 
-class EtlConfig(_Strict):
+class EtlConfig(PipelineSections):
     """The scheduled ETL job: transcribe (and optionally align) the audio that arrived since the last run."""
 
     source: SourceConfig
     output: EtlOutputConfig
     lock: LockConfig = Field(default_factory=LockConfig)
-    decode: StageConfig = Field(default_factory=StageConfig)
-    asr: AsrConfig = Field(default_factory=AsrConfig)
-    align: AlignConfig = Field(default_factory=AlignConfig)
-    score: ScoreConfig = Field(default_factory=ScoreConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    progress: ProgressConfig = Field(default_factory=ProgressConfig)
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -158,11 +143,6 @@ class EtlConfig(_Strict):
                     "subtitles": list(self.output.subtitles),
                     "subtitle_options": self.output.subtitle_options.model_dump(),
                 },
-                "decode": self.decode.model_dump(),
-                "asr": self.asr.model_dump(),
-                "align": self.align.model_dump(),
-                "score": self.score.model_dump(),
-                "ray": self.ray.model_dump(),
-                "progress": self.progress.model_dump(),
+                **self.model_dump(include=set(PipelineSections.model_fields)),
             }
         )

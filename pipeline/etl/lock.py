@@ -35,6 +35,7 @@ from typing import Protocol
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.io import storage
+
 logger = logging.getLogger(__name__)
 
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import storage
 from pipeline.etl.config import SourceConfig
+from pipeline.io import storage
 
 ETL_DIR = "_etl"
 RUNS_DIR = "runs"

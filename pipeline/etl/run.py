@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from pipeline.io import storage
 from pipeline.etl.config import EtlConfig
+from pipeline.etl.lock import RunLock, open_store
 from pipeline.etl.record import (
     ETL_DIR,
     DoneSet,
@@ -42,8 +42,8 @@ from pipeline.etl.record import (
     record_uri,
     select_new,
 )
+from pipeline.io import storage
 from pipeline.redact import redact_url
-from pipeline.etl.lock import RunLock, open_store
 
 if TYPE_CHECKING:
     from pipeline.config import JobConfig

@@ -20,21 +20,42 @@ import pyarrow.compute as pc
 import ray
 from ray.data.expressions import col
 
-from pipeline.io import storage
+from pipeline.align.subtitle_stage import SUBTITLES_DIR
 from pipeline.config import LabelJobConfig
+from pipeline.io import storage
 from pipeline.label.quality import reason_key
 from pipeline.label.stage import (
-    AUDIO_DIR, DATASET_DIR, JSONL_FILE, UTTERANCES_DIR,
-    explode_utterances, finetune_line, finish_batch, plan_batch,
+    AUDIO_DIR,
+    DATASET_DIR,
+    JSONL_FILE,
+    UTTERANCES_DIR,
+    explode_utterances,
+    finetune_line,
+    finish_batch,
+    plan_batch,
 )  # fmt: skip
-from pipeline.align.subtitle_stage import SUBTITLES_DIR
-from pipeline.score.metrics import collect_metrics, print_summary
-from pipeline.report.progress import ProgressReporter
 from pipeline.report.page import write_report
+from pipeline.report.progress import ProgressReporter
+from pipeline.score.metrics import collect_metrics, print_summary
 from pipeline.transcribe import (
-    FAILED_DIR, LIGHT_CPUS, accounting, raise_if_unbalanced, METRICS_FILE, RESULTS_DIR, AccountingError, RunResult, actor_pool, write_rows,
+    FAILED_DIR,
+    LIGHT_CPUS,
+    METRICS_FILE,
+    RESULTS_DIR,
+    AccountingError,
+    RunResult,
+    accounting,
+    actor_gpus,
+    actor_pool,
+    build_pipeline,
+    engine_cpus,
+    engine_options,
+    fail_duplicate_ids,
+    raise_if_unbalanced,
+    read_manifest,
     restarts,
-    write_subtitle_files, actor_gpus, build_pipeline, fail_duplicate_ids, engine_cpus, engine_options, read_manifest,
+    write_rows,
+    write_subtitle_files,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)

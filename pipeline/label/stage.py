@@ -14,12 +14,12 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from pipeline.io import storage
 from pipeline.config import FilterConfig, SegmentConfig
+from pipeline.io import storage
+from pipeline.io.schema import UTTERANCE, with_columns
 from pipeline.label.quality import agreement_wer, first_pass_reasons, measure
 from pipeline.label.segments import plan_utterances
 from pipeline.languages import language_name
-from pipeline.io.schema import UTTERANCE, with_columns
 
 SAMPLE_RATE = 16000
 AUDIO_DIR = "audio"

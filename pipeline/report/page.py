@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.report import plots
 from pipeline.io import storage
 from pipeline.languages import language_key
 from pipeline.redact import redact, redact_text, redact_url, secret_values
+from pipeline.report import plots
 
 logger = logging.getLogger(__name__)
 
