@@ -15,7 +15,7 @@ import os
 import pyarrow as pa
 
 from actors.asr_actor import SAMPLE_RATE, AsrActor
-from pipeline.io.schema import UTTERANCE, with_columns
+from pipeline.io.schema import UTTERANCE, column_lists, waveforms, with_columns
 from pipeline.languages import language_name
 
 logger = logging.getLogger(__name__)
@@ -29,16 +29,8 @@ class AgreementActor(AsrActor):
         from actors.asr_engine import EngineDeadError
 
         n = batch.num_rows
-        names = batch.column_names
-
-        def column(name: str) -> list:
-            return batch.column(name).to_pylist() if name in names else [None] * n
-
-        samples_col = batch.column("samples").combine_chunks()
-        flat = samples_col.values.to_numpy(zero_copy_only=False)
-        offsets = samples_col.offsets.to_numpy()
-        utterances, errors = column("utterances"), column("error")
-        hints, contexts = column("language_hint"), column("context")
+        flat, offsets = waveforms(batch)
+        utterances, errors, hints, contexts = column_lists(batch, "utterances", "error", "language_hint", "context")
 
         requests = {}
         for i in range(n):

@@ -28,7 +28,7 @@ from actors.asr_actor import BusyClock
 from pipeline.align.plan import Span, align_span, spans_for_row
 from pipeline.align.timestamps import enforce_invariants
 from pipeline.align.units import Unit, build_aligner_text, resolve_language, split_units
-from pipeline.io.schema import WORD, with_columns
+from pipeline.io.schema import WORD, column_lists, waveforms, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +92,12 @@ class AlignActor:
         from actors.align_engine import EngineDeadError, RowError
 
         n = batch.num_rows
-        names = batch.column_names
-
-        def column(name: str) -> list:
-            return batch.column(name).to_pylist() if name in names else [None] * n
-
-        samples_col = batch.column("samples").combine_chunks()
-        flat = samples_col.values.to_numpy(zero_copy_only=False)
-        offsets = samples_col.offsets.to_numpy()
-        texts = column(self.text_column)
-        segments = column("segments") if self.text_column == "text" else [None] * n
-        languages = column("language")
-        hints = column("language_hint")
-        durations = column("duration_s")
-        error_stage, error = column("error_stage"), column("error")
+        flat, offsets = waveforms(batch)
+        texts, segments, languages, hints, durations, error_stage, error = column_lists(
+            batch, self.text_column, "segments", "language", "language_hint", "duration_s", "error_stage", "error"
+        )
+        if self.text_column != "text":  # the align job's own text has no ASR chunks to follow
+            segments = [None] * n
 
         words: list[list[dict] | None] = [None] * n
         skip: list[str | None] = [None] * n
@@ -147,7 +139,7 @@ class AlignActor:
         if n:
             busy[0] = self.clock.take()
         spent = ("chunks",) if self.keep_audio else ("samples", "chunks")
-        out = batch.drop_columns([c for c in spent if c in names])
+        out = batch.drop_columns([c for c in spent if c in batch.column_names])
         columns = {
             "words": pa.array(words, pa.list_(WORD)),
             "align_s": pa.array(align_s, pa.float64()),

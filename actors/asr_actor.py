@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.io.schema import SEGMENT, with_columns
+from pipeline.io.schema import SEGMENT, column_lists, waveforms, with_columns
 from pipeline.languages import language_name
 
 logger = logging.getLogger(__name__)
@@ -139,15 +139,11 @@ class AsrActor:
         from actors.asr_engine import EngineDeadError
 
         n = batch.num_rows
-        names = batch.column_names
-        samples_col = batch.column("samples").combine_chunks()
+        flat, offsets = waveforms(batch)
         chunks_col = batch.column("chunks").combine_chunks()
-        flat = samples_col.values.to_numpy(zero_copy_only=False)
-        offsets = samples_col.offsets.to_numpy()
-        error_stage = batch.column("error_stage").to_pylist()
-        error = batch.column("error").to_pylist()
-        hints = batch.column("language_hint").to_pylist() if "language_hint" in names and self.language_hints else [None] * n
-        contexts = batch.column("context").to_pylist() if "context" in names else [None] * n
+        error_stage, error, hints, contexts = column_lists(batch, "error_stage", "error", "language_hint", "context")
+        if not self.language_hints:
+            hints = [None] * n
 
         jobs: dict[int, Any] = {}
         for i in range(n):

@@ -6,6 +6,8 @@ changes type between files (an all-null block would otherwise infer `null`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 SEGMENT = pa.struct(
@@ -103,3 +105,20 @@ def with_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
             table = table.drop_columns([name])
         table = table.append_column(name, column)
     return table
+
+
+def column_lists(batch: pa.Table, *names: str) -> list[list]:
+    """The named columns of ``batch`` as Python lists, one list per name; a column the batch does
+    not have reads as ``[None] * num_rows`` (optional manifest columns such as ``context``)."""
+    present = set(batch.column_names)
+    return [batch.column(n).to_pylist() if n in present else [None] * batch.num_rows for n in names]
+
+
+def waveforms(batch: pa.Table, name: str = "samples") -> tuple[Any, Any]:
+    """The batch's waveform column, list<float32>, as one flat array and its row offsets.
+
+    Returns ``(flat, offsets)``: float32 ``[total samples]`` and int ``[num_rows + 1]``; row i's
+    samples are ``flat[offsets[i]:offsets[i + 1]]`` (views, no copy per row).
+    """
+    col = batch.column(name).combine_chunks()
+    return col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy()
