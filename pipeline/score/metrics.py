@@ -1,20 +1,19 @@
 """Job metrics: counts, throughput, engine RTFx, per-stage time, corpus WER/CER by language.
 
-Aggregations run as Ray Data aggregations over the processed rows, so the driver only ever holds
-a handful of numbers, whatever the corpus size.
+Aggregations run as one pass of partial sums per 4096 processed rows, combined on the driver, so it holds
+one small row per 4096 rows (a handful of numbers each), never the rows.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from ray.data.aggregate import Count, Sum
-from ray.data.expressions import col
 
 from pipeline.config import AlignJobConfig, JobConfig
 from pipeline.languages import language_key
@@ -108,6 +107,66 @@ def shuffle_partitions() -> int:
     return max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
 
 
+_GROUP_SUMS = (*_ERRS, "lid_rows", "lid_correct")
+
+
+def _partial(batch: pa.Table) -> pa.Table:
+    """One row of partial aggregates for a batch of processed rows: the sums, and per-group sums
+    and counts as JSON (a handful of groups: languages x units, failure and skip categories)."""
+    keyed = _add_keys(batch)
+    sums = {c: pc.sum(keyed.column(c)).as_py() or 0 for c in _SUMS}
+    scored = keyed.filter(keyed.column("scored"))
+    groups = scored.group_by(["lang_key", "unit"]).aggregate(
+        [("lang_key", "count"), *((c, "sum") for c in _GROUP_SUMS)]
+    ).to_pylist()
+    failed = keyed.filter(pc.invert(keyed.column("ok")))
+    failures = failed.group_by("fail_key").aggregate([("fail_key", "count")]).to_pylist()
+    skipped = keyed.filter(pc.is_valid(keyed.column("skip_key")))
+    skips = skipped.group_by("skip_key").aggregate([("skip_key", "count")]).to_pylist()
+    return pa.table(
+        {
+            "rows": [keyed.num_rows],
+            **{f"sum_{c}": [float(v)] for c, v in sums.items()},
+            "groups": [json.dumps(groups)],
+            "failures": [json.dumps({g["fail_key"]: g["fail_key_count"] for g in failures})],
+            "skips": [json.dumps({g["skip_key"]: g["skip_key_count"] for g in skips})],
+        }
+    )
+
+
+def _combine(parts: list[dict]) -> tuple[dict, list[dict], dict, dict]:
+    """Partial aggregates -> (sums, groups by (language, unit), failures, skips)."""
+    total = {c: 0.0 for c in _SUMS}
+    groups: dict[tuple, dict] = {}
+    failures: dict[str, int] = {}
+    skips: dict[str, int] = {}
+    for part in parts:
+        for c in _SUMS:
+            total[c] += part[f"sum_{c}"]
+        for g in json.loads(part["groups"]):
+            acc = groups.setdefault((g["lang_key"], g["unit"]), {"count": 0, **{c: 0 for c in _GROUP_SUMS}})
+            acc["count"] += g["lang_key_count"]
+            for c in _GROUP_SUMS:
+                acc[c] += g[f"{c}_sum"] or 0
+        for key, target in (("failures", failures), ("skips", skips)):
+            for k, v in json.loads(part[key]).items():
+                target[k] = target.get(k, 0) + v
+    by_language = []
+    for (lang, unit), g in sorted(groups.items()):
+        ref_units = int(g["ref_units"])
+        by_language.append(
+            {
+                "language": lang,
+                "unit": unit,
+                "rows": int(g["count"]),
+                **{k: int(g[k]) for k in _ERRS},
+                "error_rate": (g["errors"] / ref_units) if ref_units else None,
+                "language_id_accuracy": _ratio(g["lid_correct"], g["lid_rows"]),
+            }
+        )
+    return total, by_language, failures, skips
+
+
 def collect_metrics(
     cfg: JobConfig | AlignJobConfig,
     processed: ray.data.Dataset,
@@ -119,41 +178,17 @@ def collect_metrics(
     phases: dict[str, float],
     subtitle_files: int = 0,
 ) -> dict:
-    keyed = processed.map_batches(_add_keys, batch_format="pyarrow", batch_size=4096).materialize()
-    # Zero rows this run (a resumed job that was already complete): nothing to aggregate.
-    this_run = keyed.count()
-    totals = keyed.aggregate(*(Sum(c) for c in _SUMS)) if this_run else {}
-    total = {c: float(totals.get(f"sum({c})") or 0.0) for c in _SUMS}
-
-    by_language = []
-    scored = keyed.filter(expr=col("scored")) if this_run else None
-    if scored is not None and scored.count():
-        groups = scored.groupby(["lang_key", "unit"], num_partitions=shuffle_partitions()).aggregate(
-            Count(), *(Sum(c) for c in (*_ERRS, "lid_rows", "lid_correct"))
-        ).take_all()
-        for g in sorted(groups, key=lambda g: (g["lang_key"], g["unit"])):
-            ref_units = int(g["sum(ref_units)"])
-            by_language.append(
-                {
-                    "language": g["lang_key"],
-                    "unit": g["unit"],
-                    "rows": int(g["count()"]),
-                    **{k: int(g[f"sum({k})"]) for k in _ERRS},
-                    "error_rate": (g["sum(errors)"] / ref_units) if ref_units else None,
-                    "language_id_accuracy": _ratio(g["sum(lid_correct)"], g["sum(lid_rows)"]),
-                }
-            )
-    failures = {}
-    if rows_failed and this_run:
-        for g in keyed.filter(expr=~col("ok")).groupby("fail_key", num_partitions=shuffle_partitions()).count().take_all():
-            failures[g["fail_key"]] = int(g["count()"])
+    # One pass: each batch of 4096 rows becomes one row of partial sums, combined here. The
+    # driver holds one small row per 4096 processed rows, never the rows; one Ray Data
+    # execution instead of one per aggregation (each hash aggregation started its own actors:
+    # seconds per aggregation on a small job).
+    parts = processed.map_batches(_partial, batch_format="pyarrow", batch_size=4096).take_all()
+    total, by_language, failures, skipped = _combine(parts)
+    if not rows_failed:
+        failures = {}
 
     align = None
     if cfg.aligns:
-        skipped = {}
-        skip_rows = keyed.filter(expr=col("skip_key").is_not_null()) if this_run else None
-        for g in skip_rows.groupby("skip_key", num_partitions=shuffle_partitions()).count().take_all() if skip_rows else []:
-            skipped[g["skip_key"]] = int(g["count()"])
         busy = total["align_busy_s"]
         align = {
             "model": redact_url(cfg.align.model),
