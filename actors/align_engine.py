@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 from pipeline.align.units import TIMESTAMP_TOKEN, build_aligner_text
+from pipeline.watchdog import watch
 from actors.asr_engine import (
     SAMPLE_RATE,
     EngineDeadError,
@@ -117,6 +118,7 @@ class AlignEngine:
         kwargs.update(engine_kwargs or {})
         self.engine_args = AsyncEngineArgs(**kwargs)
 
+        watch()  # EngineCore ends with this process, however it ends (see pipeline/watchdog.py)
         t0 = time.perf_counter()
         self._engine = AsyncLLM.from_engine_args(self.engine_args)
         self.start_s = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from pipeline.languages import LANGUAGE_CODES, LANGUAGE_NAMES, NAME_BY_LOWER, language_name  # noqa: F401 (re-exported)
+from pipeline.watchdog import watch
 
 SAMPLE_RATE = 16000
 # The qwen-asr reference pads inputs shorter than 0.5 s: shorter clips give zero audio tokens
@@ -262,6 +263,10 @@ class AsrEngine:
         kwargs.update(engine_kwargs or {})
         self.engine_args = AsyncEngineArgs(**kwargs)
 
+        # EngineCore is a child process with no parent-death check of its own: once this process
+        # is gone (exit, ray.kill, SIGKILL, a lost node), a watcher ends it and whatever else this
+        # process started. Started before the engine so that a death mid-start is covered too.
+        watch()
         t0 = time.perf_counter()
         self._engine = AsyncLLM.from_engine_args(self.engine_args)
         self.start_s = time.perf_counter() - t0

@@ -6,6 +6,7 @@ import logging
 import os
 
 from pipeline.config import RayConfig
+from pipeline.watchdog import watch
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,12 @@ def start_ray(cfg: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
         logger.info("connected to Ray at %s", address)
         return
+    # An embedded Ray belongs to this job: a watcher ends gcs_server, the raylet, its agents,
+    # workers and engines once this driver is gone, however it ends (SIGKILL, the OOM killer, a
+    # closed terminal), which Ray's own fate-sharing does not fully do (see pipeline/watchdog.py).
+    # Once a second: this tree has hundreds of threads to read, and most of it dies with the
+    # driver anyway (Ray's PR_SET_PDEATHSIG).
+    watch(interval_s=1.0)
     ray.init(
         num_cpus=cfg.num_cpus,
         object_store_memory=cfg.object_store_memory,

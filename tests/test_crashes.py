@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.config import load_config
 from tests.conftest import SPEECH
+from tests.test_orphans import _cmdline, _wait_gone, descendants
 from tests.test_resume import SHORT_CLIPS, _committed, _rows, _settings
 from tests.test_transcribe_e2e import REPO
 
@@ -61,11 +62,18 @@ def killed_actor(ray_session, tiny_asr_dir, tmp_path_factory):
     assert job.is_alive(), "the job ended before its actor could be killed"
     pids = _asr_actor_pids()
     assert len(pids) == 1, pids
+    engine = descendants(pids[0])  # EngineCore, its worker, multiprocessing's resource tracker
+    names = {pid: _cmdline(pid) for pid in engine}
     os.kill(pids[0], signal.SIGKILL)
     at_kill = _committed(out)
+    engine_gone_s, engine_left = _wait_gone(engine, timeout=20)
+    print(f"\nthe killed actor's {len(engine)} engine processes gone {engine_gone_s:.1f}s after its SIGKILL")
     job.join(timeout=900)
     assert not job.is_alive()
-    return {"run": result["run"], "out": out, "ids": ids, "at_kill": at_kill, "killed": pids[0], "after": _asr_actor_pids()}
+    return {
+        "run": result["run"], "out": out, "ids": ids, "at_kill": at_kill, "killed": pids[0], "after": _asr_actor_pids(),
+        "engine": names, "engine_left": {pid: names[pid] for pid in engine_left}, "engine_gone_s": engine_gone_s,
+    }  # fmt: skip
 
 
 def test_a_killed_actor_is_replaced_and_every_row_is_written_once(killed_actor):
@@ -78,6 +86,12 @@ def test_a_killed_actor_is_replaced_and_every_row_is_written_once(killed_actor):
     # one-at-a-time pass.
     assert killed_actor["killed"] not in killed_actor["after"]
     assert r.metrics["recovery"]["rows_lost_in_first_pass"] == 0
+
+
+@pytest.mark.engine
+def test_the_killed_actors_engine_processes_end_with_it(killed_actor):
+    assert any("EngineCore" in name for name in killed_actor["engine"].values()), killed_actor["engine"]
+    assert not killed_actor["engine_left"], f"alive {killed_actor['engine_gone_s']:.0f}s after the kill: {killed_actor['engine_left']}"
 
 
 def test_rows_of_the_killed_actor_have_their_texts(killed_actor):
