@@ -24,8 +24,6 @@ import time
 import uuid
 from typing import Any
 
-from pipeline.align.units import TIMESTAMP_TOKEN, build_aligner_text
-from pipeline.watchdog import watch
 from actors.asr_engine import (
     SAMPLE_RATE,
     EngineDeadError,
@@ -35,6 +33,8 @@ from actors.asr_engine import (
     audio_tokens,
     last_output,
 )
+from pipeline.align.units import TIMESTAMP_TOKEN, build_aligner_text
+from pipeline.watchdog import watch
 
 __all__ = ["AlignEngine", "EngineDeadError", "RowError", "build_aligner_prompt", "build_aligner_text"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from jobs import logs
 from pipeline.config import RayConfig
 from pipeline.watchdog import watch
 
@@ -19,8 +20,9 @@ def start_ray(cfg: RayConfig) -> None:
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         # Under `ray job submit` RAY_ADDRESS points at the cluster that runs the job.
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **logs.ray_init_kwargs())
         logger.info("connected to Ray at %s", address)
+        logs.announce_log_dir()
         return
     # An embedded Ray belongs to this job: a watcher ends gcs_server, the raylet, its agents,
     # workers and engines once this driver is gone, however it ends (SIGKILL, the OOM killer, a
@@ -32,6 +34,10 @@ def start_ray(cfg: RayConfig) -> None:
         num_cpus=cfg.num_cpus,
         object_store_memory=cfg.object_store_memory,
         include_dashboard=False,
-        log_to_driver=True,
+        **logs.ray_init_kwargs(),
     )
-    logger.info("started an embedded local Ray: %s", ray.cluster_resources())
+    resources = ray.cluster_resources()
+    logger.info(
+        "started an embedded local Ray: %g CPUs, %g GPUs", resources.get("CPU", 0), resources.get("GPU", 0)
+    )
+    logs.announce_log_dir()
