@@ -10,7 +10,8 @@ Floors, each using only the ones below it (``jobs/`` sits above all of them):
   metrics), ``report/`` (report.html, progress lines), ``label/`` and ``etl/`` (their stages and
   records), ``benchmark/`` (the benchmark and load-test jobs' parts);
 - the ground floor: ``io/`` (manifests, storage, schema, commit), ``config`` (typed job config,
-  validated once), ``languages`` (the language table), ``redact`` (secrets out of what is written).
+  validated once), ``languages`` (the language table), ``redact`` (secrets out of what is written),
+  ``watchdog`` (no process outlives its job: a watcher ends a dead process's descendants).
 
 Stages know no entry point and no job run. ``actors/`` may import pure helpers from here (the
 schema, languages, alignment maths, chunking), never Ray Data glue or a job run.
