@@ -10,6 +10,9 @@ MODEL ?=
 TINY_MODEL ?= build/tiny-qwen3-asr
 TINY_ALIGNER ?= build/tiny-qwen3-aligner
 PYTEST_ARGS ?=
+# Test files run side by side in this many processes (pytest-xdist, whole files per worker): an
+# engine start is mostly single-threaded imports, so 2 cores run 2 of them at once well.
+TEST_WORKERS ?= 2
 
 # Tests start Ray and servers; run them in a private network namespace with only loopback
 # where we may (root), so nothing they start is reachable from, or talks to, the outside.
@@ -50,7 +53,7 @@ demo: install
 	$(PY) -m jobs.demo $(if $(strip $(MODEL)),--model $(strip $(MODEL)))
 
 test: install
-	$(IN_NS) $(PY) -m pytest $(PYTEST_ARGS)
+	$(IN_NS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf out build .pytest_cache

@@ -46,7 +46,12 @@ def models_of(cfg: Any) -> list[tuple[str, str, dict]]:
         part = getattr(cfg, section, None)
         if part is None or not getattr(part, "model", None) or not getattr(part, "enabled", True):
             continue
-        options = getattr(getattr(cfg, "input", None), "storage_options", None) or {}
+        # The actors copy an s3:// model with the input's options (the ETL job: the source's).
+        options = getattr(getattr(cfg, "input", None), "storage_options", None)
+        if options is None:
+            options = getattr(cfg, "storage_options", None)
+        if not isinstance(options, dict):
+            options = {}
         found.append((f"{section}.model", part.model, dict(options)))
     return found
 

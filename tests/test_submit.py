@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -162,7 +164,10 @@ class Head:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     base = tmp_path_factory.mktemp("head")
-    home, temp_dir, log = base / "home", base / "r", base / "ray-start.log"  # short: Ray's socket paths
+    home, log = base / "home", base / "ray-start.log"
+    # Ray's Unix socket paths under --temp-dir must stay under 108 bytes: a short folder of its
+    # own in /tmp (pytest's, under an xdist worker, is too deep).
+    temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
     home.mkdir()
     env = _head_env(home)
     # The documented step before `ray start`: writes ~/.ray/auth_token unless one exists.
@@ -201,6 +206,7 @@ def head(tmp_path_factory):
         yield Head(address, token, home, env, log)
     finally:
         left = _end_head(proc, str(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert not left, f"head processes left after teardown: {left}"
 
 

@@ -117,6 +117,8 @@ class ProgressReporter:
             audio_rate = (self.audio_s - last_audio) / window if window > 0 else 0.0
             parts.append(f"last {window:.0f} s: {rows_rate:.2f} rows/s, {audio_rate:.1f} audio s/s")
             parts.append(f"elapsed {_clock_text(elapsed)}, ETA {_clock_text(self.eta(now))}")
+            if self.rows == 0:  # the first minute of a job on a cold cluster: say why nothing moves
+                parts[-1] += " (no row done yet: engines loading)"
         return "; ".join(parts)
 
     def eta(self, now: float) -> float | None:
