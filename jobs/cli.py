@@ -79,20 +79,18 @@ def run_job(
     schema: type[BaseModel],
     body: Callable[[Any], int],
     argv: list[str] | None = None,
-    check: bool = True,
 ) -> int:
     """Parse the command line, validate the config, set up the console by its `log_level`, check
-    the models (``check``), then return ``body(cfg)``: the job's exit code."""
+    the models, then return ``body(cfg)``: the job's exit code."""
     args = parse_args(prog, doc.splitlines()[0], example_config, argv)
     try:
         cfg = load_config(args.config, args.overrides, schema=schema)
     except ConfigError as e:
         return fail(str(e))
     logs.configure(getattr(cfg, "log_level", "info"))
-    if check:
-        problem = check_models(cfg)
-        if problem:
-            return fail(problem)
+    problem = check_models(cfg)
+    if problem:
+        return fail(problem)
     return body(cfg)
 
 

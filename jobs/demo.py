@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from jobs import cli
+from pipeline.config import JobConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "configs/transcribe.yaml"
@@ -32,7 +33,6 @@ def plan(model: str | None) -> tuple[list[str], str | None]:
     if model:
         return [f"asr.model={model}"], None
     from actors.model_source import model_problem
-    from pipeline.config import load_config
 
     default = load_config(str(ROOT / CONFIG), [f"input.manifest={ROOT / 'tests/assets/speech/manifest.jsonl'}"]).asr.model
     problem = model_problem(default)
@@ -80,17 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     job_argv = ["--config", str(ROOT / CONFIG)] + [a for o in overrides for a in ("--set", o)]
     code = cli.main(
         prog="python -m jobs.demo", description=__doc__.splitlines()[0], example_config=CONFIG,
-        schema=_schema(), argv=job_argv,
+        schema=JobConfig, argv=job_argv,
     )  # fmt: skip
     if code == 0:
         show_transcripts(args.output)
     return code
-
-
-def _schema():
-    from pipeline.config import JobConfig
-
-    return JobConfig
 
 
 if __name__ == "__main__":

@@ -25,11 +25,6 @@ OWN_LOGGERS = ("jobs", "pipeline", "actors", "benchmark", "load_test")
 _level = "info"
 
 
-def level() -> str:
-    """The console level set by :func:`configure` ("info" or "debug")."""
-    return _level
-
-
 def verbose() -> bool:
     return _level == "debug"
 
@@ -96,7 +91,8 @@ def _quiet_ray_consoles() -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(logging.WARNING)
-                handler.addFilter(_DropNotices())
+                if not any(isinstance(f, _DropNotices) for f in handler.filters):  # configure may run again
+                    handler.addFilter(_DropNotices())
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
 
