@@ -5,7 +5,10 @@ or straight after decoding (align job, aligning the manifest's text). Every piec
 engine request; all pieces of all rows in a batch are in flight together.
 
 Per row, one of:
-- ``words`` = the units of the text with times (``[]`` for a text with no words);
+- ``words`` = the units of the text with times (``[]`` for a text with no words), every word with
+  ``end > start`` (piled-up slots spread, those words marked ``repaired``), and ``segments`` =
+  those words cut into sentences (pipeline/align/sentences.py); the ASR chunks the words were
+  aligned in stay in ``asr_chunks``;
 - ``words = null`` and ``align_skip_reason`` set: the language is one the aligner does not
   support; the row keeps its transcript and is not an error;
 - an error on the row (``error_stage = "align"``): no text to align (align job), or the engine
@@ -26,9 +29,10 @@ import pyarrow as pa
 
 from actors.asr_actor import BusyClock
 from pipeline.align.plan import Span, align_span, spans_for_row
-from pipeline.align.timestamps import enforce_invariants
+from pipeline.align.sentences import sentence_segments
+from pipeline.align.timestamps import enforce_invariants, spread_piled_words
 from pipeline.align.units import Unit, build_aligner_text, resolve_language, split_units
-from pipeline.io.schema import WORD, column_lists, waveforms, with_columns
+from pipeline.io.schema import SEGMENT, WORD, column_lists, waveforms, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class AlignActor:
         language: str | None = None,
         text_column: str = "text",
         keep_audio: bool = False,
+        sentences: dict | None = None,
     ):
         from actors.align_engine import AlignEngine
         from actors.model_source import resolve_model
@@ -63,11 +68,13 @@ class AlignActor:
         self.text_column = text_column
         # The labeling job cuts utterance audio after this stage.
         self.keep_audio = keep_audio
+        # max_pause_s / max_duration_s of sentence segments (AlignConfig.sentences).
+        self.sentences = dict(sentences or {})
         self.clock = BusyClock()
         logger.info("aligner engine for %s ready in %.1fs", model, time.perf_counter() - start)
 
     async def _one_row(self, samples: np.ndarray, spans: list[Span], language: str | None):
-        """(words, engine seconds summed over this row's requests)."""
+        """(words per span, engine seconds summed over this row's requests)."""
         engine_s = 0.0
 
         async def align(audio: np.ndarray, units: Sequence[Unit]) -> tuple[list[int], float]:
@@ -86,18 +93,21 @@ class AlignActor:
                 for span in spans
             )
         )
-        return [w for part in parts for w in part], engine_s
+        return parts, engine_s
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         from actors.align_engine import EngineDeadError, RowError
 
         n = batch.num_rows
         flat, offsets = waveforms(batch)
-        texts, segments, languages, hints, durations, error_stage, error = column_lists(
-            batch, self.text_column, "segments", "language", "language_hint", "duration_s", "error_stage", "error"
+        texts, chunks, segments, languages, hints, durations, error_stage, error = column_lists(
+            batch, self.text_column, "asr_chunks", "segments", "language", "language_hint", "duration_s", "error_stage", "error"
         )
         if self.text_column != "text":  # the align job's own text has no ASR chunks to follow
-            segments = [None] * n
+            chunks = [None] * n
+        else:  # rows from before asr_chunks existed carry their chunks in segments only
+            chunks = [c if c is not None else s for c, s in zip(chunks, segments)]
+        segments_out = list(segments)
 
         words: list[list[dict] | None] = [None] * n
         skip: list[str | None] = [None] * n
@@ -118,7 +128,7 @@ class AlignActor:
             if language_out[i] is None:
                 language_out[i] = name
             samples = flat[offsets[i] : offsets[i + 1]]
-            jobs[i] = self._one_row(samples, spans_for_row(len(samples), text, segments[i]), name)
+            jobs[i] = self._one_row(samples, spans_for_row(len(samples), text, chunks[i]), name)
 
         results = await asyncio.gather(*jobs.values(), return_exceptions=True)
         for i, result in zip(jobs.keys(), results):
@@ -131,8 +141,19 @@ class AlignActor:
             elif isinstance(result, BaseException):  # a bug must fail its row, not the batch
                 error_stage[i], error[i] = "align", f"align_error: {type(result).__name__}: {result}"
             else:
-                row_words, engine_s = result
-                words[i] = enforce_invariants(row_words, float(durations[i] or 0.0))
+                parts, engine_s = result
+                duration = float(durations[i] or 0.0)
+                flat_words = [w for part in parts for w in part]
+                # Pieces are repaired one by one; this guards the seams between them.
+                words[i] = spread_piled_words(enforce_invariants(flat_words, duration), 0.0, duration)
+                # Each word's language: the one its ASR chunk detected, else the row's.
+                chunk_languages = [(c or {}).get("language") for c in (chunks[i] or [])] or [None]
+                word_languages = [
+                    chunk_languages[k] if k < len(chunk_languages) else None for k, part in enumerate(parts) for _ in part
+                ]
+                segments_out[i] = sentence_segments(
+                    words[i], language=language_out[i], word_languages=word_languages, **self.sentences
+                )
                 align_s[i] = engine_s
 
         busy = [0.0] * n
@@ -142,6 +163,7 @@ class AlignActor:
         out = batch.drop_columns([c for c in spent if c in batch.column_names])
         columns = {
             "words": pa.array(words, pa.list_(WORD)),
+            "segments": pa.array(segments_out, pa.list_(SEGMENT)),
             "align_s": pa.array(align_s, pa.float64()),
             "align_skip_reason": pa.array(skip, pa.string()),
             "align_busy_s": pa.array(busy, pa.float64()),

@@ -201,6 +201,8 @@ class AsrActor:
             "language": pa.array(language_out, pa.string()),
             "text": pa.array(text, pa.string()),
             "segments": pa.array(segments, pa.list_(SEGMENT)),
+            # The chunks stay in their own column: the aligner turns `segments` into sentences.
+            "asr_chunks": pa.array(segments, pa.list_(SEGMENT)),
             "model": pa.array([self.model_name] * n, pa.string()),
             "asr_s": pa.array(asr_s, pa.float64()),
             "engine_busy_s": pa.array(busy, pa.float64()),

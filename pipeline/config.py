@@ -22,9 +22,17 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.languages import language_name
+
 
 class ConfigError(ValueError):
     """An invalid config; the message names the offending field(s)."""
+
+
+def _language_tag(value: str | None) -> str | None:
+    """A language field's value, checked against the language tag rule (pipeline/languages.py)."""
+    language_name(value)  # raises ValueError naming the tag
+    return value
 
 
 class _Strict(BaseModel):
@@ -52,6 +60,7 @@ class InputConfig(_Strict):
     language: str | None = Field(
         default=None, description="Language of rows whose manifest names none (a test set of one language)"
     )
+    _known_language = field_validator("language")(lambda v: _language_tag(v))
     # A manifest is data from outside; the config is trusted. These two say what a manifest may
     # make the workers read besides the object store: without them an audio URL like
     # http://169.254.169.254/... would have a worker fetch the cloud metadata server.
@@ -87,6 +96,13 @@ class SubtitleOptions(_Strict):
     max_chars: int = Field(default=42, gt=0, description="Longest line, in characters")
     max_duration_s: float = Field(default=7.0, gt=0, description="Longest cue")
     max_gap_s: float = Field(default=0.8, ge=0, description="A pause longer than this starts a new cue")
+    # Players reject or skip cues whose end is not after their start; flashes under ~0.3 s are unreadable.
+    min_duration_s: float = Field(
+        default=0.3, ge=0.01, description="Shortest cue (or its words' span when longer); a cue that cannot get it joins the next"
+    )
+
+
+OutputFormat = Literal["jsonl", "txt", "json", "srt", "vtt", "tsv"]
 
 
 class OutputConfig(_Strict):
@@ -105,6 +121,21 @@ class OutputConfig(_Strict):
         description="Subtitle files per recording under <path>/subtitles/ (needs word timestamps)",
     )
     subtitle_options: SubtitleOptions = Field(default_factory=SubtitleOptions)
+    formats: list[OutputFormat] = Field(
+        default_factory=list,
+        description="Outputs beside the Parquet results: jsonl (<path>/jsonl/, one line per recording), "
+        "per recording txt, json (OpenAI verbose_json), srt, vtt (need word timestamps), tsv (Whisper, ms)",
+    )
+
+    @property
+    def subtitle_formats(self) -> list[str]:
+        """srt/vtt from ``subtitles`` and ``formats``, each once, in that order."""
+        return list(dict.fromkeys([*self.subtitles, *(f for f in self.formats if f in ("srt", "vtt"))]))
+
+    @property
+    def file_formats(self) -> list[str]:
+        """The other formats of ``formats`` (jsonl, txt, json, tsv), each once."""
+        return list(dict.fromkeys(f for f in self.formats if f not in ("srt", "vtt")))
 
 
 class StageConfig(_Strict):
@@ -178,6 +209,7 @@ class AsrConfig(_Strict):
     language: str | None = Field(
         default=None, description="Force this language for every row (else per-row hint or auto)"
     )
+    _known_language = field_validator("language")(lambda v: _language_tag(v))
     language_hints: bool = Field(
         default=True,
         description="false: the rows' language is kept (scoring, language-ID accuracy) but not given to the "
@@ -202,6 +234,14 @@ class AsrConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
+class SentenceOptions(_Strict):
+    """How aligned words are cut into sentence segments (pipeline/align/sentences.py)."""
+
+    max_pause_s: float = Field(default=1.0, gt=0, description="A longer pause between words ends a segment")
+    # Whisper's segments stay within its 30 s window; subtitle and labeling tools expect as much.
+    max_duration_s: float = Field(default=30.0, gt=0, description="Longest segment (a single longer word excepted)")
+
+
 class AlignConfig(_Strict):
     """The Qwen3-ForcedAligner stage: word/character timestamps."""
 
@@ -216,6 +256,7 @@ class AlignConfig(_Strict):
     language: str | None = Field(
         default=None, description="Language of every row; unset = the row's detected language or hint"
     )
+    _known_language = field_validator("language")(lambda v: _language_tag(v))
     batch_size: int = Field(default=16, gt=0, description="Rows per Ray batch sent to one actor")
     max_in_flight_batches: int = Field(default=4, gt=0)
     pool: PoolConfig = Field(default_factory=PoolConfig)
@@ -229,6 +270,7 @@ class AlignConfig(_Strict):
     )
     model_cache_dir: str = Field(default="/tmp/qwen3-asr-models")
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    sentences: SentenceOptions = Field(default_factory=lambda: SentenceOptions())
 
 
 class ScoreConfig(_Strict):
@@ -288,8 +330,8 @@ class JobConfig(PipelineSections):
 
     @model_validator(mode="after")
     def _subtitles_need_words(self) -> "JobConfig":
-        if self.output.subtitles and not self.align.enabled:
-            raise ValueError("output.subtitles needs word timestamps: set align.enabled: true")
+        if self.output.subtitle_formats and not self.align.enabled:
+            raise ValueError("output.subtitles and the srt/vtt output.formats need word timestamps: set align.enabled: true")
         return self
 
 

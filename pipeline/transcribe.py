@@ -3,7 +3,7 @@
 transcribe job (JobConfig):
   manifest -> normalize (bad lines, duplicate ids: failed rows) -> decode + resample + plan chunks (CPU tasks)
   -> ASR actor pool -> [aligner actor pool, align.enabled] -> score (CPU)
-  -> results/ + failed/ Parquet [+ subtitles/] + metrics.json
+  -> results/ + failed/ Parquet [+ subtitles/, output.formats] + metrics.json
 align job (AlignJobConfig): the same without ASR and scoring; the manifest's text is aligned.
 """
 
@@ -27,6 +27,7 @@ from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_
 from pipeline.io.manifest import detect_format, normalize_manifest
 from pipeline.io.manifest_lines import JsonlLinesDatasource, parse_lines
 from pipeline.io.schema import conform, with_columns
+from pipeline.output.stage import FILE_FORMATS, format_dir, write_output_files
 from pipeline.recovery import retry_lost_rows, tolerate_lost_blocks
 from pipeline.report.page import write_report
 from pipeline.report.progress import ProgressReporter
@@ -286,6 +287,7 @@ def build_pipeline(
                 "language": align.language,
                 "text_column": "text" if transcribing else "reference",
                 "keep_audio": keep_audio,
+                "sentences": align.sentences.model_dump(),
             },
             batch_format="pyarrow",
             batch_size=align.batch_size,
@@ -328,7 +330,7 @@ def run(cfg: JobConfig | AlignJobConfig, *, asr_actor: type | None = None) -> Ru
     rows_resumed = 0
     recovery: dict = {}
     if cfg.output.overwrite:
-        for uri in (results_uri, failed_uri, subtitles_uri):
+        for uri in (results_uri, failed_uri, subtitles_uri, *(format_dir(out, f) for f in FILE_FORMATS)):
             storage.remove_prefix(uri, so)
     else:
         done = committed_ids([results_uri, failed_uri], so)
@@ -359,16 +361,22 @@ def run(cfg: JobConfig | AlignJobConfig, *, asr_actor: type | None = None) -> Ru
     rows_failed = committed_rows(failed_uri, so)
     phase["count_s"] = time.perf_counter() - t
     subtitle_files = 0
-    if cfg.output.subtitles and ok.count():
+    if cfg.output.subtitle_formats and ok.count():
         t = time.perf_counter()
         subtitle_files = write_subtitle_files(cfg, ok)
         phase["subtitles_s"] = time.perf_counter() - t
+    output_files = 0
+    if cfg.output.file_formats and rows_written:
+        t = time.perf_counter()
+        output_files = write_format_files(cfg, results_uri)
+        phase["output_formats_s"] = time.perf_counter() - t
 
     metrics = collect_metrics(
         cfg, processed, rows_read=rows_read, rows_written=rows_written, rows_failed=rows_failed,
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )
     metrics["rows_resumed"] = rows_resumed
+    metrics["output_files"] = output_files
     metrics["progress"] = progress.samples()
     metrics["recovery"] = recovery
     metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
@@ -447,7 +455,7 @@ def write_subtitle_files(cfg: JobConfig | AlignJobConfig, ok: ray.data.Dataset) 
         write_subtitles,
         fn_kwargs={
             "output_path": cfg.output.path,
-            "formats": list(cfg.output.subtitles),
+            "formats": cfg.output.subtitle_formats,
             "options": cfg.output.subtitle_options.model_dump(),
             "storage_options": dict(cfg.output.storage_options),
         },
@@ -455,3 +463,22 @@ def write_subtitle_files(cfg: JobConfig | AlignJobConfig, ok: ray.data.Dataset) 
         batch_size=64,
     )
     return int(written.sum("subtitle_files") or 0)
+
+
+def write_format_files(cfg: JobConfig | AlignJobConfig, results_uri: str) -> int:
+    """The ``output.formats`` files (jsonl, txt, json, tsv) of every row in ``results/``, earlier
+    runs' included, so they always match the Parquet results; returns the files (jsonl: lines)
+    written. ``jsonl/`` is emptied first: each result row is in exactly one line."""
+    so = dict(cfg.output.storage_options)
+    formats = cfg.output.file_formats
+    if "jsonl" in formats:
+        storage.remove_prefix(format_dir(cfg.output.path, "jsonl"), so)
+    fs, path = storage.arrow_fs(results_uri, so)
+    written = ray.data.read_parquet(path, filesystem=fs, num_cpus=LIGHT_CPUS).map_batches(
+        write_output_files,
+        fn_kwargs={"output_path": cfg.output.path, "formats": formats, "storage_options": so},
+        batch_format="pyarrow",
+        batch_size=64,
+        num_cpus=LIGHT_CPUS,
+    )
+    return int(written.sum("output_files") or 0)

@@ -147,7 +147,7 @@ def _check_words(words, units, truth, lo_s: float, hi_s: float, tol_s: float = 0
     assert len(words) == len(units)
     assert [w["text"] for w in words] == [u.text for u in units]
     for w, (s, e) in zip(words, truth):
-        assert set(w) == {"text", "start", "end"}
+        assert set(w) == {"text", "start", "end", "repaired"}
         assert lo_s <= w["start"] <= w["end"] <= hi_s
         assert w["start"] == pytest.approx(s / SR, abs=tol_s), w
         assert w["end"] == pytest.approx(e / SR, abs=tol_s), w

@@ -46,7 +46,7 @@ def test_nemo_manifest() -> None:
                '"lang": "de", "offset": 0}\n')
     row = normalize_manifest(t, manifest_dir="s3://bucket/m").to_pylist()[0]
     assert row["audio"] == "/abs/x.flac"
-    assert row["id"] == "/abs/x.flac@0.000"
+    assert row["id"] == "/abs/x.flac@0.000+3.200"  # a segment row: offset and duration
     assert (row["duration_hint_s"], row["offset_s"]) == (3.2, 0.0)
     assert (row["reference"], row["language_hint"]) == ("hallo", "de")
 

@@ -13,6 +13,7 @@ from pipeline.align.timestamps import (
     _longest_non_decreasing,
     enforce_invariants,
     repair_monotone,
+    spread_piled_words,
     slots_to_words,
 )
 from pipeline.align.units import split_units
@@ -169,10 +170,16 @@ def test_enforce_invariants_overlapping_seam_between_chunks():
     assert _spans_of(words) == [
         ("a", 0.0, 0.5),
         ("b", 4.8, 5.3),
-        ("c", 4.8, 4.8),  # pulled up to the previous start; end follows
-        ("d", 4.9, 5.1),
+        ("c", 5.3, 5.3),  # pulled up to the previous end (no overlap); end follows
+        ("d", 5.3, 5.3),
         ("e", 6.0, 6.5),
     ]
+    assert [w.get("repaired", False) for w in words] == [False, False, True, True, False]
+    # The seam's piled words then share the gap up to the next word, by their length.
+    spread = spread_piled_words(words, 0.0, 10.0)
+    assert [(w["start"], w["end"]) for w in spread] == [
+        (0.0, 0.5), (4.8, 5.3), (5.3, pytest.approx(5.65)), (pytest.approx(5.65), 6.0), (6.0, 6.5),
+    ]  # fmt: skip
 
 
 def test_enforce_invariants_negative_times_and_times_past_duration():
@@ -197,7 +204,7 @@ def test_enforce_invariants_negative_times_and_times_past_duration():
 
 def test_enforce_invariants_end_before_start_and_extra_keys():
     words = enforce_invariants([{"text": "a", "start": 2, "end": 1, "score": 0.9}], 5.0)
-    assert words == [{"text": "a", "start": 2.0, "end": 2.0}]
+    assert words == [{"text": "a", "start": 2.0, "end": 2.0, "score": 0.9, "repaired": True}]
     assert all(isinstance(v, float) for v in (words[0]["start"], words[0]["end"]))
 
 
@@ -231,3 +238,95 @@ def test_enforce_invariants_properties(spans, duration_s):
         assert 0.0 <= w["start"] <= w["end"] <= duration_s
     assert all(a["start"] <= b["start"] for a, b in zip(out, out[1:]))
     assert enforce_invariants(out, duration_s) == out  # idempotent
+
+
+# --- spread_piled_words: words the aligner left with no time ------------------------------------
+
+
+def _word(text: str, start: float, end: float) -> dict:
+    return {"text": text, "start": start, "end": end}
+
+
+def _assert_sound(words: list[dict], lo: float, hi: float) -> None:
+    prev_end = lo
+    for w in words:
+        assert lo <= w["start"] < w["end"] <= hi, w
+        assert w["start"] >= prev_end - 1e-12, (w, prev_end)
+        prev_end = w["end"]
+
+
+def test_piled_words_share_the_gap_between_their_neighbours_by_length():
+    words = [
+        _word("one", 0.0, 0.4),
+        _word("a", 1.2, 1.2), _word("bbb", 1.2, 1.2), _word("cc,", 1.2, 1.2),  # one slot, zero length
+        _word("two", 2.0, 2.5),
+    ]  # fmt: skip
+    out = spread_piled_words(words, 0.0, 3.0)
+    _assert_sound(out, 0.0, 3.0)
+    # The gap 0.4..2.0 split 1:3:2 (letters; the comma is silent).
+    assert [(w["start"], w["end"]) for w in out[1:4]] == [
+        (pytest.approx(0.4), pytest.approx(0.4 + 1.6 / 6)),
+        (pytest.approx(0.4 + 1.6 / 6), pytest.approx(0.4 + 1.6 * 4 / 6)),
+        (pytest.approx(0.4 + 1.6 * 4 / 6), 2.0),
+    ]
+    assert [w["repaired"] for w in out] == [False, True, True, True, False]
+    assert (out[0]["start"], out[0]["end"], out[4]["start"], out[4]["end"]) == (0.0, 0.4, 2.0, 2.5)
+
+
+def test_words_bunched_in_one_slot_spread_over_the_whole_piece():
+    # What a piece of a long text looks like when the aligner places every word at its start.
+    words = [_word(w, 10.0, 10.0) for w in "the quick brown fox jumps".split()]
+    out = spread_piled_words(words, 10.0, 22.0)
+    _assert_sound(out, 10.0, 22.0)
+    assert out[0]["start"] == 10.0 and out[-1]["end"] == 22.0
+    assert all(w["repaired"] for w in out)
+
+
+def test_trailing_pile_on_the_last_slot_takes_in_its_neighbour():
+    # The last words collapse onto the piece's end: no gap is left after their neighbour, so the
+    # neighbour's time is shared with them.
+    words = [_word("a", 0.0, 1.0), _word("b", 1.0, 4.0), _word("c", 4.0, 4.0), _word("d", 4.0, 4.0)]
+    out = spread_piled_words(words, 0.0, 4.0)
+    _assert_sound(out, 0.0, 4.0)
+    assert out[0] == {**words[0], "repaired": False}
+    assert [w["repaired"] for w in out] == [False, True, True, True]
+    assert out[1]["start"] == 1.0 and out[-1]["end"] == 4.0
+
+
+def test_overlapping_words_are_moved_after_their_predecessor():
+    words = [_word("a", 0.0, 2.0), _word("b", 1.0, 3.0), _word("c", 3.5, 4.0)]
+    out = spread_piled_words(words, 0.0, 5.0)
+    _assert_sound(out, 0.0, 5.0)
+    assert (out[1]["start"], out[1]["end"], out[1]["repaired"]) == (2.0, 3.0, True)
+    assert out[2]["repaired"] is False
+
+
+def test_no_audio_leaves_words_at_the_span_start():
+    out = spread_piled_words([_word("a", 1.0, 1.0), _word("b", 1.0, 1.0)], 1.0, 1.0)
+    assert [(w["start"], w["end"]) for w in out] == [(1.0, 1.0), (1.0, 1.0)]
+    assert spread_piled_words([], 0.0, 1.0) == []
+    with pytest.raises(ValueError):
+        spread_piled_words([], 2.0, 1.0)
+
+
+def test_sound_words_are_untouched_and_flags_are_kept():
+    words = [_word("a", 0.0, 0.5), {**_word("b", 0.5, 0.9), "repaired": True}]
+    out = spread_piled_words(words, 0.0, 1.0)
+    assert out == [{**words[0], "repaired": False}, words[1]]
+    assert "repaired" not in words[0]  # the input is left alone
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_any_monotone_slots_come_out_sound(seed):
+    import random
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 40)
+    hi = rng.choice([0.5, 3.0, 30.0])
+    # Slot times on an 80 ms grid, many repeated, as a weak aligner gives them.
+    slots = sorted(rng.choice([0.0, 0.08, 0.16, hi / 2, hi]) for _ in range(2 * n))
+    words = [_word("w" * rng.randint(1, 8), slots[2 * k], slots[2 * k + 1]) for k in range(n)]
+    out = spread_piled_words(words, 0.0, hi)
+    _assert_sound(out, 0.0, hi)
+    changed = sum(1 for a, b in zip(words, out) if (a["start"], a["end"]) != (b["start"], b["end"]))
+    assert sum(w["repaired"] for w in out) == changed

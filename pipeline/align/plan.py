@@ -14,7 +14,10 @@ piece by the aligner, so a word starting in the piece's last time slot is taken 
 belongs to the next piece.
 
 Times are shifted by the piece's offset and clamped into the piece, so the words of successive
-pieces never overlap and starts never decrease across cuts.
+pieces never overlap and starts never decrease across cuts. Once a piece's words are chosen (the
+carry-over above reads the aligner's raw slots), words it left with no time are spread over the
+gaps around them within the piece (:func:`pipeline.align.timestamps.spread_piled_words`), so a
+piece's words cover the piece instead of piling up on one of its slots.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.align.timestamps import slots_to_words
+from pipeline.align.timestamps import slots_to_words, spread_piled_words
 from pipeline.align.units import Unit
 from pipeline.audio.chunking import plan_chunks
 
@@ -66,7 +69,9 @@ async def align_span(
     align: AlignCall,
     max_chunk_s: float,
 ) -> list[dict]:
-    """Word timestamps (seconds from the start of the recording) for ``units`` spoken in ``span``."""
+    """Word timestamps (seconds from the start of the recording) for ``units`` spoken in ``span``:
+    ``[{"text", "start", "end", "repaired"}]``, ``start < end`` for every word unless the span has
+    no audio."""
     if not units:
         return []
     pieces = plan_chunks(samples[span.start : span.end], SAMPLE_RATE, max_chunk_s)
@@ -98,6 +103,6 @@ async def align_span(
             while kept < len(placed) and placed[kept]["start"] < cut:
                 kept += 1
             placed = placed[:kept]
-        words.extend(placed)
+        words.extend(spread_piled_words(placed, a / SAMPLE_RATE, b / SAMPLE_RATE))
         remaining = remaining[len(placed) :]
     return words

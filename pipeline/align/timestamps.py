@@ -4,6 +4,12 @@ The aligner predicts one class per ``<timestamp>`` slot, two slots per unit (sta
 class x ``timestamp_segment_time`` (80 ms for Qwen3-ForcedAligner-0.6B) is the time in seconds
 from the start of the aligned audio. Predictions are not always monotone: the longest
 non-decreasing subsequence is kept and the other slots are interpolated between kept neighbours.
+
+Even monotone slots can give words no time: the aligner often puts the start and end of a word,
+or of several neighbouring words, in one slot (on long inputs the trailing words of a piece pile up
+on its last slots). :func:`spread_piled_words` then gives each such word a share of the time
+between its sound neighbours, in proportion to its length in characters, and marks it
+``repaired``; every word then has ``end > start`` and no word overlaps the next.
 """
 
 from __future__ import annotations
@@ -113,15 +119,100 @@ def slots_to_words(
 
 def enforce_invariants(words: Sequence[dict], duration_s: float) -> list[dict]:
     """Clamp words stitched from several chunks to ``0 <= start <= end <= duration_s`` with
-    non-decreasing starts (each chunk's words already are; this guards the seams)."""
+    non-decreasing starts and no word starting before the previous one ends (each chunk's words
+    already hold; this guards the seams). Other keys of a word (``repaired``) are kept; a word
+    whose times change here is marked ``repaired``. Returns new dicts."""
     out: list[dict] = []
-    prev_start = 0.0
+    prev_start = prev_end = 0.0
     for w in words:
         start, end = float(w["start"]), float(w["end"])
         start = prev_start if math.isnan(start) else start
         end = start if math.isnan(end) else end
-        start = min(max(start, prev_start, 0.0), duration_s)
-        end = min(max(end, start), duration_s)
-        prev_start = start
-        out.append({"text": w["text"], "start": start, "end": end})
+        new_start = min(max(start, prev_start, prev_end, 0.0), duration_s)
+        new_end = min(max(end, new_start), duration_s)
+        word = dict(w, start=new_start, end=new_end)
+        if (new_start, new_end) != (start, end):
+            word["repaired"] = True
+        prev_start, prev_end = new_start, new_end
+        out.append(word)
     return out
+
+
+# The least time a spread word gets; a pile whose gap gives less takes in its neighbours.
+MIN_WORD_S = 0.02
+
+
+def _weight(text: str) -> int:
+    """A word's share of a gap: its characters, punctuation and spaces not counted (at least 1)."""
+    return max(1, sum(1 for ch in text if ch.isalnum()))
+
+
+def spread_piled_words(
+    words: Sequence[dict], lo: float, hi: float, *, min_word_s: float = MIN_WORD_S
+) -> list[dict]:
+    """Give words that the aligner left with no time a share of the gap around them.
+
+    ``words``: ``[{"text", "start", "end", ...}]`` in seconds, in order, with non-decreasing times
+    inside ``[lo, hi]`` (what :func:`slots_to_words` returns for one piece of audio spanning
+    ``lo``..``hi`` seconds). A word is *piled* when ``end <= start`` (zero length) or it starts
+    before the previous word ends (its start is first moved to that end). Each maximal run of
+    piled words is spread over the gap between its sound neighbours: from the previous sound
+    word's end (else ``lo``) to the next sound word's start (else ``hi``), each word taking a
+    share in proportion to its length in characters (letters and digits; punctuation is
+    silent), back to back in order. Where that gap gives less than ``min_word_s`` per word, the
+    run takes in its longer sound neighbour and spreads over its time too, until the gap suffices
+    or ``lo``..``hi`` is used up.
+
+    Returns new dicts with ``"repaired"``: True for every word whose times changed, else the
+    word's own flag (False when absent). Afterwards ``lo <= start < end <= hi`` for every word and
+    ``start >= previous end``, unless ``hi - lo`` is zero (no audio: the words keep ``lo``).
+    Raises ValueError when ``hi < lo``.
+    """
+    if hi < lo:
+        raise ValueError(f"spread_piled_words: hi ({hi}) < lo ({lo})")
+    out = [dict(w, repaired=bool(w.get("repaired", False))) for w in words]
+    n = len(out)
+    prev_end = lo
+    for w in out:
+        start = min(max(float(w["start"]), prev_end, lo), hi)
+        end = min(max(float(w["end"]), start), hi)
+        if (start, end) != (w["start"], w["end"]):
+            w["start"], w["end"], w["repaired"] = start, end, True
+        prev_end = end
+    piled = [w["end"] <= w["start"] for w in out]
+    i = 0
+    while i < n:
+        if not piled[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and piled[j + 1]:
+            j += 1
+        i, j = _widen(out, i, j, lo, hi, min_word_s)
+        left = out[i - 1]["end"] if i > 0 else lo
+        right = out[j + 1]["start"] if j + 1 < n else hi
+        weights = [_weight(str(w["text"])) for w in out[i : j + 1]]
+        total, acc = sum(weights), 0
+        for k, weight in zip(range(i, j + 1), weights):
+            start = left + (right - left) * acc / total
+            acc += weight
+            end = right if k == j else left + (right - left) * acc / total
+            out[k]["start"], out[k]["end"], out[k]["repaired"] = start, end, True
+        i = j + 1
+    return out
+
+
+def _widen(words: list[dict], i: int, j: int, lo: float, hi: float, min_word_s: float) -> tuple[int, int]:
+    """Grow the run ``i..j`` by its longer sound neighbour while its gap is too short for it."""
+    n = len(words)
+    while True:
+        left = words[i - 1]["end"] if i > 0 else lo
+        right = words[j + 1]["start"] if j + 1 < n else hi
+        if right - left >= min_word_s * (j - i + 1) or (i == 0 and j == n - 1):
+            return i, j
+        before = words[i - 1]["end"] - words[i - 1]["start"] if i > 0 else -1.0
+        after = words[j + 1]["end"] - words[j + 1]["start"] if j + 1 < n else -1.0
+        if before >= after:
+            i -= 1
+        else:
+            j += 1

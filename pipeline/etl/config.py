@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import JobConfig, PipelineSections, SubtitleOptions, _Strict
+from pipeline.config import JobConfig, OutputFormat, PipelineSections, SubtitleOptions, _Strict
 
 # What the decoder (libsndfile) reads. m4a/AAC is not among them: such files would only fail.
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "opus"]
@@ -67,6 +67,9 @@ class EtlOutputConfig(_Strict):
         default_factory=list, description="Subtitle files per recording in each partition (needs align)"
     )
     subtitle_options: SubtitleOptions = Field(default_factory=SubtitleOptions)
+    formats: list[OutputFormat] = Field(
+        default_factory=list, description="output.formats of the transcribe job, in each partition"
+    )
 
 
 class LockConfig(_Strict):
@@ -126,8 +129,8 @@ class EtlConfig(PipelineSections):
             )
         if self.source.prefix.rstrip("/") == self.output.path.rstrip("/"):
             raise ValueError("output.path must not be source.prefix itself (use a sibling, e.g. .../etl/)")
-        if self.output.subtitles and not self.align.enabled:
-            raise ValueError("output.subtitles needs word timestamps: set align.enabled: true")
+        if (self.output.subtitles or {"srt", "vtt"} & set(self.output.formats)) and not self.align.enabled:
+            raise ValueError("output.subtitles and the srt/vtt output.formats need word timestamps: set align.enabled: true")
         return self
 
     def job_config(self, manifest: str, partition: str) -> JobConfig:
@@ -142,6 +145,7 @@ class EtlConfig(PipelineSections):
                     "overwrite": False,
                     "subtitles": list(self.output.subtitles),
                     "subtitle_options": self.output.subtitle_options.model_dump(),
+                    "formats": list(self.output.formats),
                 },
                 **self.model_dump(include=set(PipelineSections.model_fields)),
             }

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.io import storage
-from pipeline.io.schema import conform
+from pipeline.io.schema import conform, with_columns
 
 # Long texts are in the committed files; what flows on to the metrics does not need them.
 _NOT_FOR_METRICS = ("text", "reference", "context")
@@ -34,7 +34,9 @@ def commit_rows(batch: pa.Table, *, results_uri: str, failed_uri: str, storage_o
         part = rows.filter(mask)
         if part.num_rows:
             storage.write_parquet_atomic(part, storage.join(uri, name), storage_options)
-    return batch.drop_columns([c for c in _NOT_FOR_METRICS if c in batch.column_names])
+    # The metrics count failures by the category conform() derived.
+    passed = with_columns(batch, {"error_category": rows.column("error_category")})
+    return passed.drop_columns([c for c in _NOT_FOR_METRICS if c in passed.column_names])
 
 
 def committed_ids(uris: list[str], storage_options: dict | None = None) -> set[str]:

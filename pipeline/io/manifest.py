@@ -113,8 +113,9 @@ def normalize_manifest(
     `column_map` maps canonical name -> source column and overrides the default aliases.
     `manifest_dir` is where relative audio paths live (pass an absolute path or a URI: a relative
     one resolves against the current directory of whichever worker runs the batch).
-    A row without an id gets one derived from its audio path as written (plus `@offset`), so ids
-    are the same on every run and machine.
+    A row without an id gets one derived from its audio path as written, plus `@offset` for a
+    segment row and `+duration` when that row also gives one (`a.wav@12.000+3.500`), so ids are
+    the same on every run and machine and two segments of one file differ (see ``_derived_id``).
     """
     sources = _source_columns(table, column_map or {})
     n = table.num_rows
@@ -186,11 +187,12 @@ def normalize_manifest(
         "context": limited("context", text("context")),
     }
     offset_values = offsets.to_pylist()
+    duration_values = columns["duration_hint_s"].to_pylist()
     bytes_values = audio_bytes.to_pylist() if audio_bytes.null_count < n else [None] * n
     ids = [
         explicit_ids[i]
         if explicit_ids[i] is not None
-        else _derived_id(written_paths[i], offset_values[i], bytes_values[i], columns, i)
+        else _derived_id(written_paths[i], offset_values[i], duration_values[i], bytes_values[i], columns, i)
         for i in range(n)
     ]
     for i, row_id in enumerate(ids):
@@ -277,12 +279,20 @@ def _split_audio_column(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 def _derived_id(
     path: str | None,
     offset: float | None,
+    duration: float | None,
     data: bytes | None,
     columns: dict[str, pa.Array],
     row: int,
 ) -> str:
     """Stable id from what identifies the row: the audio path as written, else the audio bytes,
-    else the row's content. Never from position in the batch, which depends on how Ray splits."""
+    else the row's content. Never from position in the batch, which depends on how Ray splits.
+
+    A segment row (``offset`` given) adds ``@<offset>`` and, when it gives a duration,
+    ``+<duration>`` (seconds, 3 decimals: ``a.wav@12.000+3.500``), so two segments of one file at
+    one offset with different durations get different ids. A whole-file row's duration (NeMo
+    manifests give every row one) is not part of its id. Rows equal in all of these share an id
+    and fail as ``duplicate_id``.
+    """
     if path is not None:
         # Without credentials: a presigned URL's signature must not become a name in the output.
         base = redact_url(path)
@@ -294,4 +304,6 @@ def _derived_id(
         content["offset_s"] = offset
         digest = hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
         return f"noaudio:{digest}"
-    return f"{base}@{offset:.3f}" if offset is not None else base
+    if offset is None:
+        return base
+    return f"{base}@{offset:.3f}" + (f"+{duration:.3f}" if duration is not None else "")

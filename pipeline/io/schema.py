@@ -10,15 +10,21 @@ from typing import Any
 
 import pyarrow as pa
 
+# A word with its times; ``repaired``: its times were spread by the word-time repair
+# (pipeline/align/timestamps.py), not read from the aligner's slots.
+WORD = pa.struct(
+    [("text", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("repaired", pa.bool_())]
+)
+# A segment: an ASR chunk (``words`` null) or, once aligned, a sentence with its words.
 SEGMENT = pa.struct(
     [
         ("start", pa.float64()),
         ("end", pa.float64()),
         ("text", pa.string()),
         ("language", pa.string()),
+        ("words", pa.list_(WORD)),
     ]
 )
-WORD = pa.struct([("text", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 
 # One utterance of the labeling job, with every quality signal (pipeline/label/stage.py); the
 # agreement actor fills its agreement_* fields.
@@ -62,6 +68,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("language", pa.string()),
         ("text", pa.string()),
         ("segments", pa.list_(SEGMENT)),
+        ("asr_chunks", pa.list_(SEGMENT)),
         ("words", pa.list_(WORD)),
         ("model", pa.string()),
         ("decode_s", pa.float64()),
@@ -75,6 +82,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("ref_units", pa.int64()),
         ("unit", pa.string()),
         ("error_stage", pa.string()),
+        ("error_category", pa.string()),
         ("error", pa.string()),
     ]
 )
@@ -83,8 +91,23 @@ OUTPUT_SCHEMA = pa.schema(
 INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s", "engine_ready_at", "align_busy_s")
 
 
+def error_category(message: str | None) -> str | None:
+    """The category of a row error: the text before the first ``": "`` of ``error``
+    (``"not_found: s3://b/x.wav"`` -> ``"not_found"``); None for no error."""
+    if message is None:
+        return None
+    return message.split(": ", 1)[0]
+
+
 def conform(table: pa.Table, schema: pa.Schema = OUTPUT_SCHEMA) -> pa.Table:
-    """Project `table` onto `schema`: missing columns become typed nulls, extras are dropped."""
+    """Project `table` onto `schema`: missing columns become typed nulls, extras are dropped.
+
+    ``error_category`` is always derived here from ``error`` (:func:`error_category`), so the two
+    never disagree, whichever stage set the error.
+    """
+    if "error_category" in schema.names and "error" in table.column_names:
+        categories = [error_category(m) for m in table.column("error").to_pylist()]
+        table = with_columns(table, {"error_category": pa.array(categories, pa.string())})
     n = table.num_rows
     columns = []
     for field in schema:

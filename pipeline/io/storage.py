@@ -176,13 +176,19 @@ _NAME_LIMIT = 200  # bytes; most filesystems and object stores allow 255 per pat
 
 
 def safe_name(row_id: str) -> str:
-    """A file name made from a row id that cannot leave its directory: ``/``, ``\\``, control
-    characters and ``%`` are percent-encoded, a leading dot too (no ``..``, no hidden files), and
-    over-long names are cut and given a hash of the full id so they stay unique."""
+    """A file name made from a row id that cannot leave its directory and that no other id shares,
+    also on case-insensitive filesystems (macOS, Windows, some mounted buckets).
+
+    ``/``, ``\\``, ``!``, control characters, non-ASCII and ``%`` are percent-encoded (always with
+    upper-case hex), a leading dot too (no ``..``, no hidden files); every upper-case ASCII letter
+    becomes ``!`` and its lower-case letter (the Go module proxy's case encoding), so ``Foo`` and
+    ``foo`` give ``!foo`` and ``foo``. Over-long names are cut and given a hash of the full id so
+    they stay unique. E.g. ``"Spk1/Utt 01"`` -> ``"!spk1%2F!utt 01"``.
+    """
     import hashlib
     from urllib.parse import quote
 
-    name = quote(row_id, safe=" -_.,@+=()[]~")
+    name = "".join(f"!{ch.lower()}" if "A" <= ch <= "Z" else quote(ch, safe=" -_.,@+=()[]~") for ch in row_id)
     if name.startswith("."):
         name = "%2E" + name[1:]
     if not name:

@@ -21,6 +21,7 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.align.subtitle_stage import SUBTITLES_DIR
+from pipeline.output.stage import FILE_FORMATS
 from pipeline.config import LabelJobConfig
 from pipeline.io import storage
 from pipeline.label.quality import reason_key
@@ -54,6 +55,7 @@ from pipeline.transcribe import (
     raise_if_unbalanced,
     read_manifest,
     restarts,
+    write_format_files,
     write_rows,
     write_subtitle_files,
 )  # fmt: skip
@@ -174,7 +176,7 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
     logger.info("manifest: %d recordings", rows_read)
 
     if cfg.output.overwrite:
-        for name in (RESULTS_DIR, FAILED_DIR, UTTERANCES_DIR, DATASET_DIR, AUDIO_DIR, JSONL_FILE, SUBTITLES_DIR):
+        for name in (RESULTS_DIR, FAILED_DIR, UTTERANCES_DIR, DATASET_DIR, AUDIO_DIR, JSONL_FILE, SUBTITLES_DIR, *FILE_FORMATS):
             storage.remove_prefix(storage.join(out, name), so)
 
     t = time.perf_counter()
@@ -205,7 +207,8 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
     for name, count in exported.items():
         if count != summary["kept"]:
             raise AccountingError(f"utterances kept ({summary['kept']}) != {name} ({count})")
-    subtitle_files = write_subtitle_files(cfg, ok) if cfg.output.subtitles and rows_written else 0
+    subtitle_files = write_subtitle_files(cfg, ok) if cfg.output.subtitle_formats and rows_written else 0
+    output_files = write_format_files(cfg, storage.join(out, RESULTS_DIR)) if cfg.output.file_formats and rows_written else 0
     phase["write_s"] = time.perf_counter() - t
 
     metrics = collect_metrics(
@@ -213,6 +216,7 @@ def run_label(cfg: LabelJobConfig) -> RunResult:
         wall_s=time.time() - started, phases=phase, subtitle_files=subtitle_files,
     )  # fmt: skip
     metrics["job"] = "label"
+    metrics["output_files"] = output_files
     metrics["progress"] = progress.samples()
     metrics["accounting"] = accounting(rows_read, rows_written, rows_failed)
     metrics["label"] = {

@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 TOP_ROWS = 20
 FAILED_EXAMPLES = 10
-# Failure reasons are the text before the first colon of an error; an error without one would
-# make its whole message a reason. Past this many distinct reasons the rest count as "other".
+# Failure reasons are the rows' error_category (older files: the text before the first colon of
+# the error); an error without one would make its whole message a reason. Past this many distinct reasons the rest count as "other".
 _MAX_REASONS = 200
 _SHOWN_REASONS = 25
 _TEXT_CHARS = 600
@@ -164,10 +164,13 @@ def _reason(error: str | None) -> str:
 
 
 def _scan_failed(fs, path: str) -> dict:
-    t = _read(fs, path, ("id", "audio", "duration_s", "error_stage", "error"))
+    t = _read(fs, path, ("id", "audio", "duration_s", "error_stage", "error_category", "error"))
     stages = _column(t, "error_stage", pa.string()).to_pylist()
     errors = _column(t, "error", pa.string()).to_pylist()
-    reasons = Counter((stage or "?", _reason(err)) for stage, err in zip(stages, errors))
+    categories = _column(t, "error_category", pa.string()).to_pylist()
+    reasons = Counter(
+        (stage or "?", (cat or "")[:60] or _reason(err)) for stage, cat, err in zip(stages, categories, errors)
+    )
     examples = []
     for i in range(min(FAILED_EXAMPLES, t.num_rows)):
         examples.append(
@@ -366,7 +369,7 @@ def render_report(metrics: dict, summary: OutputSummary, *, output: str = "", kn
             plots.render(plots.failures, [(redact_text(s, page.known), redact_text(r, page.known), n) for s, r, n in reasons], height=1.2 + 0.3 * len(reasons))
             if reasons
             else None,
-            "Reason: the text before the first colon of a failed row's error; colour: its error_stage.",
+            "Reason: a failed row's error_category; colour: its error_stage.",
             empty="No failed rows.",
         )
     )

