@@ -33,6 +33,12 @@ def test_set_parses_yaml_values():
         ("asr.batchsize=3", "asr.batchsize"),  # unknown keys are errors, not ignored
         ("input.format=xml", "input.format"),
         ("decode.batch_size=many", "decode.batch_size"),
+        ("asr.language=klingon", "asr.language"),  # language tags are checked once, naming the tag
+        ("align.language=xx-YY", "align.language"),
+        ("input.language=klingon", "input.language"),
+        ("output.formats=[docx]", "output.formats"),
+        ("output.subtitle_options.min_duration_s=0", "output.subtitle_options.min_duration_s"),
+        ("align.sentences.max_pause_s=0", "align.sentences.max_pause_s"),
     ],
 )
 def test_errors_name_the_field(override, field):
@@ -54,3 +60,17 @@ def test_bad_set_syntax_and_bad_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("input: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_output_formats_and_language_tags():
+    cfg = load_config(
+        None, BASE + ["output.formats=[jsonl, srt, txt, json, tsv, vtt]", "align.enabled=true", "asr.language=auto", "input.language=zh-HK"]
+    )
+    assert cfg.output.subtitle_formats == ["srt", "vtt"] and cfg.output.file_formats == ["jsonl", "txt", "json", "tsv"]
+    assert cfg.output.subtitle_options.min_duration_s == 0.3
+    assert (cfg.align.sentences.max_pause_s, cfg.align.sentences.max_duration_s) == (1.0, 30.0)
+    cfg = load_config(None, BASE + ["output.subtitles=[vtt]", "output.formats=[srt, vtt]", "align.enabled=true"])
+    assert cfg.output.subtitle_formats == ["vtt", "srt"]
+    assert load_config(None, BASE + ["output.formats=[jsonl, txt]"]).output.file_formats == ["jsonl", "txt"]
+    with pytest.raises(ConfigError, match="align.enabled"):
+        load_config(None, BASE + ["output.formats=[srt]"])  # subtitles need word times

@@ -229,3 +229,17 @@ def test_a_test_set_language_fills_rows_that_name_none():
     t = pa.table({"audio": ["a.wav", "b.wav"], "language": [None, "fr"]})
     out = normalize_manifest(t, manifest_dir="/m", default_language="de").column("language_hint").to_pylist()
     assert out == ["de", "fr"]
+
+
+def test_segment_ids_hold_offset_and_duration() -> None:
+    """Id-less segment rows of one file: the derived id holds offset and duration, so two rows at one
+    offset with different durations differ; rows equal in both share an id (a real duplicate)."""
+    t = _jsonl(
+        '{"audio": "long.wav", "offset": 5, "duration": 2.5}\n'
+        '{"audio": "long.wav", "offset": 5, "duration": 4}\n'
+        '{"audio": "long.wav", "offset": 5}\n'
+        '{"audio": "long.wav", "offset": 5, "duration": 4}\n'
+        '{"audio": "long.wav", "duration": 60}\n'
+    )
+    ids = normalize_manifest(t, manifest_dir="/m").column("id").to_pylist()
+    assert ids == ["long.wav@5.000+2.500", "long.wav@5.000+4.000", "long.wav@5.000", "long.wav@5.000+4.000", "long.wav"]

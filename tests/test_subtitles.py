@@ -150,3 +150,81 @@ def test_from_aligner_slots_end_to_end():
         ("00:00:10.000", "00:00:10.960"),
         ("00:00:12.400", "00:00:13.360"),
     ]
+
+
+# --- timing rules: minimum length, no overlap, never before the first word -----------------------
+
+
+def _vtt_seconds(stamp: str) -> float:
+    h, m, s = stamp.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _check_cue_rules(words: list[dict], min_s: float = 0.3, **options) -> list[srt.Subtitle]:
+    """Write both formats, parse them back with the real parsers, and hold every cue to the rules."""
+    starts = sorted(w["start"] for w in words)
+    srt_cues = list(srt.parse(to_srt(words, min_duration_s=min_s, **options)))
+    vtt_cues = list(webvtt.from_string(to_vtt(words, min_duration_s=min_s, **options)))
+    assert len(srt_cues) == len(vtt_cues)
+    as_seconds = [(c.start.total_seconds(), c.end.total_seconds()) for c in srt_cues]
+    assert as_seconds == [(_vtt_seconds(c.start), _vtt_seconds(c.end)) for c in vtt_cues]
+    prev_end = 0.0
+    for start, end in as_seconds:
+        assert end - start >= min_s - 1e-3, (start, end)
+        assert start >= prev_end, "cues overlap"
+        prev_end = end
+    if as_seconds:
+        assert as_seconds[0][0] >= round(starts[0], 3) - 1e-9  # never before the first word
+    return srt_cues
+
+
+def test_piled_up_words_give_valid_cues():
+    # What the aligner gives when several words share one slot: zero-length words, some cues
+    # made only of them (before the word-time repair these became cues with end == start).
+    words = [
+        _w("Hello", 0.0, 0.0), _w("there", 0.0, 0.0), _w("my", 1.5, 1.5), _w("friend.", 1.5, 1.5),
+        _w("How", 3.0, 3.0), _w("are", 3.1, 3.1), _w("you?", 3.1, 3.3),
+    ]  # fmt: skip
+    cues = _check_cue_rules(words)
+    assert " ".join(c.content for c in cues).split() == [w["text"] for w in words]
+
+
+def test_a_cue_too_close_to_the_next_takes_in_its_words():
+    words = [_w("a", 0.0, 0.1), _w("b", 0.2, 0.25), _w("c", 1.2, 1.3), _w("d", 2.5, 2.6)]
+    cues = _check_cue_rules(words, max_gap_s=0.05)
+    # a and b are 0.2 s apart: one cue; c and d keep their own, lengthened to 0.3 s.
+    assert [(c.content, c.start.total_seconds(), c.end.total_seconds()) for c in cues] == [
+        ("a b", 0.0, 0.3), ("c", 1.2, 1.5), ("d", 2.5, 2.8),
+    ]  # fmt: skip
+
+
+def test_a_short_cue_is_lengthened_only_up_to_the_next_cue():
+    words = [_w("a", 0.0, 0.1), _w("b", 0.35, 0.5)]
+    cues = _check_cue_rules(words, max_gap_s=0.1)
+    assert [(c.start.total_seconds(), c.end.total_seconds()) for c in cues] == [(0.0, 0.3), (0.35, 0.65)]
+
+
+def test_long_word_keeps_its_own_span_and_overlapping_words_join():
+    cues = _check_cue_rules([_w("looooong", 1.0, 2.5), _w("x", 2.0, 2.1), _w("y", 5.0, 5.0)])
+    assert [(c.content, c.start.total_seconds(), c.end.total_seconds()) for c in cues] == [
+        ("looooong x", 1.0, 2.5), ("y", 5.0, 5.3),
+    ]  # fmt: skip
+
+
+def test_min_duration_must_be_positive():
+    import pytest
+
+    with pytest.raises(ValueError, match="min_duration_s"):
+        group_cues([_w("a", 0, 1)], min_duration_s=0)
+
+
+def test_random_piled_words_always_give_valid_cues():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        t, words = 0.0, []
+        for k in range(rng.randint(1, 30)):
+            t += rng.choice([0.0, 0.0, 0.05, 0.2, 1.0])
+            words.append(_w(f"w{k}", t, t + rng.choice([0.0, 0.0, 0.1, 0.4])))
+        _check_cue_rules(words, max_chars=rng.choice([10, 42]), max_gap_s=rng.choice([0.1, 0.8]))
