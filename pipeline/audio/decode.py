@@ -3,6 +3,14 @@
 Pure functions, no Ray: the decode stage wraps `decode_audio` and turns an `AudioError` into the
 row's `error` / `error_stage` values. Every failure a bad input can cause is an `AudioError` with
 a `category`, so the failed/ output can be grouped by cause; anything else is a bug and propagates.
+
+Two decoders, chosen by the bytes (``probe.sniff``), never by the file name: libsndfile
+(``sndfile_decode``) for WAV, FLAC, MP3, Ogg Vorbis/Opus, AIFF, where it decodes correctly and
+fastest; FFmpeg through PyAV (``av_decode``) for everything else and for the files libsndfile reads
+only in part. Every decode is held against the length the container declares (or, where it
+declares none, an estimate from the byte size and bit rate): a shortfall libsndfile leaves is
+decoded again with FFmpeg, and one that remains is never an ordinary result (``truncated_audio``,
+or a row with ``decode_warnings`` under ``decode.on_truncation: keep``).
 """
 
 from __future__ import annotations
@@ -12,53 +20,62 @@ import math
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from pipeline.audio import ogg
+from pipeline.audio.av_decode import decode_av
+from pipeline.audio.errors import AudioError, too_long
+from pipeline.audio.mono import DecodePass, MonoSink
+from pipeline.audio.probe import HEAD_BYTES, Probe, after_id3, sniff
+from pipeline.audio.reader import Fetch, Input
+from pipeline.audio.sndfile_decode import decode_sndfile
 from pipeline.io import storage
 from pipeline.redact import redact_url
 
-# libsndfile's SF_ERR_UNRECOGNISED_FORMAT: the bytes are not any container it knows, which is a
-# different fix for the user (convert the file) than a truncated or corrupt file.
-_SF_ERR_UNRECOGNISED_FORMAT = 1
-
-# An offset that lands within this much of the end is rounding in the manifest, not a bad segment.
-_END_TOLERANCE_S = 1e-3
+__all__ = ["AudioError", "DecodedAudio", "check_source", "decode_audio", "host_allowed"]
 
 # Peak below this (about -80 dBFS, under the noise floor of any 16-bit recording) is digital
 # silence: nothing to transcribe, and a model given it tends to invent text.
 SILENCE_PEAK = 1e-4
 
+# Which decoder reads each codec libsndfile also reads, from the benchmark (README, "Decoding"):
+# libsndfile where it is at least as fast, FFmpeg where it is faster.
+FAST_PATH: dict[str, str] = {"wav": "libsndfile", "flac": "libsndfile", "mp3": "libsndfile", "vorbis": "libsndfile", "opus": "libsndfile"}
 
-class AudioError(Exception):
-    """A recording that cannot be turned into samples; `category` is a short machine-readable cause.
-
-    Categories: not_found, read_error, decode_error, unsupported_format, empty_audio, bad_segment,
-    missing_audio, too_long, too_short, invalid_samples, silent_audio, unsupported_scheme,
-    forbidden_url, forbidden_path, access_denied, storage_error.
-    """
-
-    def __init__(self, category: str, message: str) -> None:
-        super().__init__(message)
-        self.category = category
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep the category when Ray pickles the exception across processes.
-        return (type(self), (self.category, str(self)))
+# A decode may fall short of the declared length by this much before it counts as lost audio:
+# codecs end on whole frames, encoders trim or pad (an MP3 encoder's delay, a WMA's last frame).
+SHORTFALL_S = 0.1
+# Where the length is an estimate from the byte size and the bit rate (raw MP3, ADTS AAC without
+# a frame count), only a large gap says anything.
+ESTIMATE_SHORTFALL = 0.25
+# LAME's encoder delay in samples plus one frame of padding: a Xing frame count includes both,
+# a gapless decode does not.
+_MP3_DELAY_SAMPLES = 1105
+# Compressed Ogg files are read whole to find their links; above this they are decoded as they come.
+_OGG_SCAN_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    samples: np.ndarray  # float32, mono, at the requested target rate, C-contiguous
+    """A decoded recording or segment.
+
+    ``samples``: float32 [n], mono (the mean of the channels), at the requested target rate,
+    C-contiguous. ``duration_s``: seconds of the decoded span, from source frames.
+    ``warnings``: what was lost on the way and kept anyway (damaged packets replaced by silence,
+    a shortfall kept under ``on_truncation='keep'``); empty for a complete decode."""
+
+    samples: np.ndarray
     source_sample_rate: int
     source_channels: int
-    duration_s: float  # of the decoded span, from source frames (exact, not from len(samples))
+    duration_s: float
+    warnings: tuple[str, ...] = ()
+    decoder: str = ""
 
 
 def decode_audio(
@@ -74,21 +91,31 @@ def decode_audio(
     reject_silence: bool = False,
     allowed_hosts: Sequence[str] = (),
     allow_local_paths: bool = True,
+    on_truncation: Literal["fail", "keep"] = "fail",
+    audio_stream: int = 0,
 ) -> DecodedAudio:
     """Decode `data` if given (embedded audio; `source` then only names it), else read `source`.
 
     `source` is anything fsspec opens: a local path, file://, s3://, gs://. With `offset_s` and/or
     `duration_s` only that span is decoded (seeking where the format allows). A duration that runs
     past the end of the file is clipped to the end; the returned `duration_s` is what was decoded.
+    `audio_stream` picks the audio stream of a container that has several (0: the first), e.g.
+    a video file's second language.
 
-    A span longer than `max_duration_s` is refused from the header, before any sample is read
-    (or, for a stream of unknown length, as soon as it passes the limit), so one huge file cannot
-    exhaust a worker's memory. Spans shorter than `min_duration_s`, NaN/Inf samples and (with
-    `reject_silence`) digital silence are refused too.
+    A span longer than `max_duration_s` is refused from the header where the header can be
+    trusted, before any sample is read (else as soon as decoding passes the limit), so one huge
+    file cannot exhaust a worker's memory. Spans shorter than `min_duration_s`, NaN/Inf samples
+    and (with `reject_silence`) digital silence are refused too.
+
+    Audio the container declares but that could not be decoded (a cut or damaged file) raises
+    `truncated_audio` with both durations; with `on_truncation='keep'` the decoded part is
+    returned with the loss in `warnings`.
 
     `source` usually comes from a manifest, i.e. from outside: before anything is opened it must
     pass `check_source` (its scheme, its host against `allowed_hosts`, local paths only with
     `allow_local_paths`). Messages name it without credentials (`redact_url`).
+
+    Raises AudioError (categories in its docstring); ValueError for a non-positive `target_sr`.
     """
     name = redact_url(source) if source else "<embedded audio>"
     if data is None and not source:
@@ -99,23 +126,31 @@ def decode_audio(
     if data is None:
         check_source(source, allowed_hosts=allowed_hosts, allow_local_paths=allow_local_paths)
 
-    limit = max_duration_s
+    sink = MonoSink(target_sr)
+
+    def run(inp: Input) -> tuple[DecodePass, MonoSink]:
+        return _decode_input(inp, sink, name, offset_s, duration_s, max_duration_s, audio_stream)
+
     try:
         if data is not None:
             _check_not_empty(name, len(data))
-            frames, rate, channels = _decode_stream(io.BytesIO(data), name, offset_s, duration_s, limit)
+            result, sink = run(Input(size=len(data), data=data))
         elif _is_local(source):
-            # libsndfile's own file I/O: a Python file object costs a callback per read.
             path, size = _local_file(source)
             _check_not_empty(name, size)
-            frames, rate, channels = _decode_stream(path, name, offset_s, duration_s, limit)
+            inp = Input(size=size, path=path)
+            try:
+                result, sink = run(inp)
+            finally:
+                inp.close()
         else:
             fs, path = storage.fsspec_fs(source, _open_options(source, storage_options))
             with fs.open(path, "rb") as f:
-                _check_not_empty(name, getattr(f, "size", None))
-                fetch = _Fetch(f)
+                size = getattr(f, "size", None)
+                _check_not_empty(name, size)
+                fetch = Fetch(f)
                 try:
-                    frames, rate, channels = _decode_stream(fetch, name, offset_s, duration_s, limit)
+                    result, sink = run(Input(size=size if size is not None else _size_of(f), fileobj=fetch))
                 finally:
                     fetch.raise_failure()
     except AudioError:
@@ -126,16 +161,6 @@ def decode_audio(
         raise AudioError("not_found", f"{name}: file not found") from e
     except PermissionError as e:
         raise AudioError("access_denied", f"{name}: access denied: {e}") from e
-    except sf.LibsndfileError as e:
-        if e.code == _SF_ERR_UNRECOGNISED_FORMAT:
-            raise AudioError(
-                "unsupported_format",
-                f"{name}: not a recognised audio format (readable: wav, flac, mp3, ogg, opus)",
-            ) from e
-        raise AudioError("decode_error", f"{name}: cannot decode audio: {e.error_string}") from e
-    except (RuntimeError, EOFError) as e:
-        # soundfile raises plain RuntimeError (SoundFileRuntimeError) for some decoder failures.
-        raise AudioError("decode_error", f"{name}: cannot decode audio: {e}") from e
     except storage.transport_errors() as e:
         raise AudioError("storage_error", f"{name}: storage request failed after retries: {type(e).__name__}: {e}") from e
     except OSError as e:
@@ -145,23 +170,304 @@ def decode_audio(
         # A directory instead of a file, a disk error, ...
         raise AudioError("read_error", f"{name}: cannot read file: {e}") from e
 
-    seconds = frames.shape[0] / rate
+    warnings = _held_against_header(result, name, on_truncation)
+    samples = sink.finish()
+    seconds = result.decoded_s
     if min_duration_s is not None and seconds < min_duration_s:
         raise AudioError("too_short", f"{name}: {seconds:.3f} s of audio, shorter than the {min_duration_s} s minimum")
-    if reject_silence and float(np.abs(frames).max()) < SILENCE_PEAK:
+    if reject_silence and (samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK):
         raise AudioError("silent_audio", f"{name}: the audio is digital silence (peak below {SILENCE_PEAK})")
-    mono = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0]
-    if rate != target_sr:
-        mono = soxr.resample(mono, rate, target_sr, quality="HQ")
-    samples = np.ascontiguousarray(mono, dtype=np.float32)
     if not _all_finite(samples):
         raise AudioError("invalid_samples", f"{name}: the audio holds NaN or infinite sample values")
     return DecodedAudio(
         samples=samples,
-        source_sample_rate=rate,
-        source_channels=channels,
-        duration_s=frames.shape[0] / rate,
+        source_sample_rate=result.sample_rate,
+        source_channels=result.channels,
+        duration_s=seconds,
+        warnings=tuple(warnings),
+        decoder=result.decoder,
     )
+
+
+def _size_of(f: Any) -> int:
+    end = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    return end
+
+
+def _tolerance(declared_s: float, estimated: bool) -> float:
+    return max(1.0, ESTIMATE_SHORTFALL * declared_s) if estimated else max(SHORTFALL_S, 0.001 * declared_s)
+
+
+def _short(p: DecodePass) -> float:
+    """Seconds of declared audio the pass did not produce, beyond the tolerance (0 if none)."""
+    if p.declared_s is None:
+        return 0.0
+    gap = p.declared_s - p.decoded_s
+    return gap if gap > _tolerance(p.declared_s, p.estimated) else 0.0
+
+
+def _held_against_header(p: DecodePass, name: str, on_truncation: str) -> list[str]:
+    """The pass's warnings; raises truncated_audio (or, kept, warns) where audio was lost."""
+    if p.decoded_s <= 0:
+        if p.declared_s:
+            raise AudioError(
+                "decode_error", f"{name}: cannot decode audio: no frame decodes (the header declares {p.declared_s:.2f} s)"
+            )
+        raise AudioError("empty_audio", f"{name}: file contains no audio frames")
+    short = _short(p)
+    lost = p.lost_s > SHORTFALL_S
+    if not (short or lost or p.stopped):
+        return list(p.notes)
+    what = []
+    if short:
+        kind = "estimates from its size and bit rate" if p.estimated else "declares"
+        what.append(f"decoded {p.decoded_s:.2f} s of the {p.declared_s:.2f} s the header {kind}")
+    if p.stopped:
+        what.append(f"{p.stopped} after {p.decoded_s:.2f} s")
+    what += p.notes
+    message = f"{name}: " + "; ".join(what)
+    if on_truncation != "keep":
+        raise AudioError("truncated_audio", message + " (decode.on_truncation: keep writes the decoded part with a warning)")
+    return ["truncated_audio: " + "; ".join(what)]
+
+
+def _decode_input(
+    inp: Input,
+    sink: MonoSink,
+    name: str,
+    offset_s: float | None,
+    duration_s: float | None,
+    max_s: float | None,
+    audio_stream: int,
+) -> tuple[DecodePass, MonoSink]:
+    """Probe ``inp``, decode it with the decoder its content calls for, and where libsndfile's
+    result falls short of the header (or libsndfile refuses it) decode it again with FFmpeg.
+    Returns the pass and the sink that holds its samples."""
+    head = inp.head(HEAD_BYTES)
+    probe = sniff(head)
+    if probe.kind == "text":
+        raise AudioError(
+            "unsupported_format", f"{name}: not audio: the bytes look like {probe.detail} (starts with {_preview(head)})"
+        )
+
+    def ffmpeg(src: Any, fmt: str | None, declared: tuple[float, bool] | None = None) -> Callable[[MonoSink], DecodePass]:
+        return lambda s: decode_av(
+            src, s, name=name, ffmpeg_format=fmt, offset_s=offset_s, duration_s=duration_s,
+            max_duration_s=max_s, audio_stream=audio_stream, declared=declared,
+        )  # fmt: skip
+
+    def sndfile(src: Any, **kw: Any) -> Callable[[MonoSink], DecodePass]:
+        return lambda s: decode_sndfile(
+            src, s, name=name, offset_s=offset_s, duration_s=duration_s, max_duration_s=max_s, **kw
+        )
+
+    if probe.kind == "av":
+        return ffmpeg(inp.source(), probe.ffmpeg_format)(sink), sink
+    if probe.kind == "ogg":
+        return _decode_ogg(inp, sink, name, offset_s, duration_s, max_s, audio_stream)
+    if probe.kind == "unknown":
+        # FFmpeg's probe knows far more containers than this module's signatures.
+        try:
+            return ffmpeg(inp.source(), None)(sink), sink
+        except AudioError as e:
+            if e.category != "unsupported_format":
+                raise
+        try:
+            return sndfile(inp.source())(MonoSink(sink.target_sr)), sink
+        except (sf.LibsndfileError, RuntimeError):
+            raise AudioError(
+                "unsupported_format",
+                f"{name}: not a recognised audio format ({probe.detail}; read: WAV, FLAC, MP3, Ogg, Opus, "
+                "AIFF, MP4/M4A/MOV/3GP, Matroska/WebM, ASF/WMA, AMR, AAC, AC-3 and what else FFmpeg reads)",
+            ) from None
+
+    fast: Callable[[MonoSink], DecodePass] | None
+    retry: Callable[[MonoSink], DecodePass]
+    no_span = offset_s is None and duration_s is None
+    if probe.kind == "wav" and probe.wav is not None and probe.wav.unfinalized and probe.wav.subtype:
+        # A crashed recorder's file: the sizes say nothing, the PCM data runs to the end of the file.
+        w = probe.wav
+        fast = sndfile(inp.window(w.data_offset, inp.size), raw=w, raw_bytes=inp.size - w.data_offset)
+        retry = ffmpeg(inp.source(), "wav")
+    elif probe.kind == "mp3" and probe.mp3 is not None:
+        fast, retry = _mp3_decoders(inp, probe, head, no_span, sndfile, ffmpeg)
+        if fast is None:
+            return retry(sink), sink
+    else:
+        fast = sndfile(inp.source())
+        retry = ffmpeg(inp.source(), probe.ffmpeg_format)
+    return _with_retry(fast, retry, sink)
+
+
+def _with_retry(
+    fast: Callable[[MonoSink], DecodePass], retry: Callable[[MonoSink], DecodePass], sink: MonoSink
+) -> tuple[DecodePass, MonoSink]:
+    """libsndfile first; FFmpeg where libsndfile refuses the file or stops short of its header.
+    Of two incomplete passes the longer one is kept (its shortfall is then reported)."""
+    failure: Exception | None = None
+    first = None
+    try:
+        first = fast(sink)
+        if not _short(first) and first.decoded_s > 0:
+            return first, sink
+    except (sf.LibsndfileError, RuntimeError, EOFError) as e:
+        failure = e
+    second_sink = MonoSink(sink.target_sr)
+    try:
+        second = retry(second_sink)
+    except AudioError as e:
+        if first is not None and e.category in ("unsupported_format", "decode_error"):
+            return first, sink
+        if failure is not None and e.category in ("unsupported_format", "decode_error"):
+            raise AudioError(e.category, f"{e}; libsndfile: {_sf_reason(failure)}") from failure
+        raise
+    if first is not None and first.decoded_s > second.decoded_s:
+        return first, sink
+    return second, second_sink
+
+
+def _sf_reason(e: Exception) -> str:
+    # libsndfile says "File does not exist or is not a regular file" for some bytes it cannot
+    # place: never let that stand for a file that is there.
+    text = getattr(e, "error_string", None) or str(e)
+    return "format not recognised" if "does not exist" in text else text
+
+
+def _mp3_decoders(
+    inp: Input, probe: Probe, head: bytes, no_span: bool, sndfile: Callable, ffmpeg: Callable
+) -> tuple[Callable[[MonoSink], DecodePass] | None, Callable[[MonoSink], DecodePass]]:
+    """libsndfile and FFmpeg set up for an MP3: past any zeros before the first frame (libsndfile
+    does not look for it there), held against the Xing/VBRI frame count, and FFmpeg alone where
+    the file holds more MPEG data than that header counts (joined files: libsndfile stops at the
+    count, reporting it as the whole length)."""
+    m = probe.mp3
+    end = inp.size
+    if inp.tail(128)[:3] == b"TAG":  # ID3v1 at the end
+        end -= 128
+    payload = end - m.first_frame
+    declared: tuple[float, bool] | None = None
+    joined = False
+    if m.declared_frames:
+        counted_s = m.declared_frames * m.samples_per_frame / m.sample_rate
+        # A lower bound of the gapless length: the count includes the encoder delay and padding.
+        declared = (max(0.0, counted_s - (_MP3_DELAY_SAMPLES + m.samples_per_frame) / m.sample_rate), False)
+        if m.declared_bytes and payload > m.declared_bytes * 1.02 + 2 * 1441:
+            joined = True
+            declared = (payload / (m.declared_bytes / counted_s), True) if counted_s else None
+    elif m.bit_rate:
+        declared = (payload * 8 / m.bit_rate, True)
+    retry = ffmpeg(inp.source(), "mp3", declared if no_span else None)
+    if joined or FAST_PATH["mp3"] != "libsndfile":
+        return None, retry
+    src = inp.window(m.first_frame, end) if m.first_frame > after_id3(head) else inp.source()
+    plain = sndfile(src)
+
+    def fast(sink: MonoSink) -> DecodePass:
+        p = plain(sink)
+        if declared is not None and no_span:
+            if declared[1]:  # no frame count: libsndfile's length is an estimate as well
+                p.estimated = True
+            p.declared_s = max(p.declared_s or 0.0, declared[0])
+        return p
+
+    return fast, retry
+
+
+def _decode_ogg(
+    inp: Input,
+    sink: MonoSink,
+    name: str,
+    offset_s: float | None,
+    duration_s: float | None,
+    max_s: float | None,
+    audio_stream: int,
+) -> tuple[DecodePass, MonoSink]:
+    """An Ogg file, link by link: each link of a chained file decoded as the standalone file it was."""
+    whole = inp.size <= _OGG_SCAN_BYTES
+    data = inp.whole() if whole else inp.head(HEAD_BYTES)
+    parts = ogg.links(data)
+    if len(parts) <= 1 or not whole:
+        link = parts[0] if parts else None
+        return _ogg_link(
+            inp.source(), inp.source, link.codec if link else "", sink, name, offset_s, duration_s,
+            max_s, audio_stream, link.seconds if link and whole else None,
+        )  # fmt: skip
+    # Offsets and durations run over the links end to end; links before the span are skipped
+    # by their declared length, so a segment of a long chain decodes only the links it touches.
+    start_s = offset_s or 0.0
+    end_s = math.inf if duration_s is None else start_s + duration_s
+    total = DecodePass(0, 0, 0.0, declared_s=0.0)
+    t = 0.0
+    for link in parts:
+        length = link.seconds
+        if length is not None and t + length <= start_s:
+            t += length
+            continue
+        if t >= end_s:
+            break
+        local_offset = (start_s - t) if start_s > t else None
+        local_duration = None if math.isinf(end_s) else end_s - max(t, start_s)
+        remaining = None if max_s is None else max_s - sink.output_s
+        piece = memoryview(data)[link.start : link.end]
+        p, link_sink = _ogg_link(
+            io.BytesIO(piece), lambda piece=piece: io.BytesIO(piece), link.codec, MonoSink(sink.target_sr),
+            name, local_offset, local_duration, remaining, audio_stream, link.seconds,
+        )  # fmt: skip
+        sink.extend(link_sink)
+        total.sample_rate = total.sample_rate or p.sample_rate
+        total.channels = max(total.channels, p.channels)
+        total.declared_s = None if p.declared_s is None or total.declared_s is None else total.declared_s + p.declared_s
+        total.lost_s += p.lost_s
+        total.notes += p.notes
+        total.stopped = total.stopped or p.stopped
+        total.decoder = " + ".join(dict.fromkeys(filter(None, [*total.decoder.split(" + "), p.decoder])))
+        t += length if length is not None else p.decoded_s
+    if total.sample_rate == 0:
+        raise AudioError("bad_segment", f"{name}: offset {start_s:.3f} s is beyond the end of the audio ({t:.3f} s)")
+    total.decoded_s = sink.source_frames_s
+    return total, sink
+
+
+def _ogg_link(
+    src: Any,
+    again: Callable[[], Any],
+    codec: str,
+    sink: MonoSink,
+    name: str,
+    offset_s: float | None,
+    duration_s: float | None,
+    max_s: float | None,
+    audio_stream: int,
+    declared_s: float | None,
+) -> tuple[DecodePass, MonoSink]:
+    """One logical Ogg stream (``again`` opens it afresh for the second decoder), held against
+    the length its last granule position declares."""
+    span = None
+    if declared_s is not None:
+        span = max(0.0, min(declared_s - (offset_s or 0.0), duration_s if duration_s is not None else math.inf))
+
+    def ffmpeg(s: MonoSink) -> DecodePass:
+        declared = None if declared_s is None else (declared_s, False)
+        return decode_av(
+            again(), s, name=name, ffmpeg_format="ogg", offset_s=offset_s, duration_s=duration_s,
+            max_duration_s=max_s, audio_stream=audio_stream, declared=declared,
+        )  # fmt: skip
+
+    def sndfile(s: MonoSink) -> DecodePass:
+        p = decode_sndfile(src, s, name=name, offset_s=offset_s, duration_s=duration_s, max_duration_s=max_s)
+        if span is not None:
+            p.declared_s = max(p.declared_s or 0.0, span)
+        return p
+
+    if FAST_PATH.get(codec, "ffmpeg") != "libsndfile":
+        return ffmpeg(sink), sink
+    return _with_retry(sndfile, ffmpeg, sink)
+
+
+def _preview(head: bytes) -> str:
+    text = head[:40].decode("utf-8", "replace").strip()
+    return repr(re.sub(r"\s+", " ", text))
 
 
 # Schemes a manifest may name besides local paths. fsspec knows many more (memory://, zip://,
@@ -239,37 +545,6 @@ def _open_options(source: str, storage_options: dict | None) -> dict:
     return dict(storage_options or {})
 
 
-class _Fetch:
-    """A remote file as libsndfile reads it, keeping the error a read raised.
-
-    libsndfile's I/O callbacks cannot raise: an exception there is printed and taken for the end
-    of the file, so a fetch that failed after its retries would pass for a corrupt, unrecognised
-    or (worse) shorter recording. The read ends instead and `raise_failure` raises the real error.
-    """
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self._error: BaseException | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        if self._error is None:
-            try:
-                return self._f.read(size)
-            except Exception as e:
-                self._error = e
-        return b""
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def raise_failure(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-
 def _all_finite(samples: np.ndarray) -> bool:
     """No NaN or infinity among the samples (those of the input carry through downmix and resampling).
 
@@ -302,76 +577,3 @@ def _check_segment(name: str, offset_s: float | None, duration_s: float | None) 
         raise AudioError("bad_segment", f"{name}: offset must be >= 0 seconds, got {offset_s}")
     if duration_s is not None and not (np.isfinite(duration_s) and duration_s > 0):
         raise AudioError("bad_segment", f"{name}: duration must be > 0 seconds, got {duration_s}")
-
-
-def _too_long(name: str, seconds: float, limit: float) -> AudioError:
-    return AudioError(
-        "too_long",
-        f"{name}: {seconds:.1f} s of audio exceeds decode.max_audio_s ({limit:g} s); split the file or "
-        "give offset/duration segments in the manifest",
-    )
-
-
-def _decode_stream(
-    stream: BinaryIO | str,
-    name: str,
-    offset_s: float | None,
-    duration_s: float | None,
-    max_duration_s: float | None = None,
-) -> tuple[np.ndarray, int, int]:
-    """Return (frames as float32 [n, channels], source rate, channels) for the requested span."""
-    with sf.SoundFile(stream) as f:
-        rate, channels, total = int(f.samplerate), int(f.channels), int(f.frames)
-        if total <= 0:
-            # Some streams report 0 frames up front yet decode fine; only reading tells. Read at
-            # most one frame past the limit, so memory stays bounded either way.
-            cap = -1 if max_duration_s is None else int(max_duration_s * rate) + 1
-            frames = f.read(cap, dtype="float32", always_2d=True)
-            total = frames.shape[0]
-            if max_duration_s is not None and total >= cap:
-                raise _too_long(name, total / rate, max_duration_s)
-            if total == 0:
-                raise AudioError("empty_audio", f"{name}: file contains no audio frames")
-            return _slice(frames, rate, name, offset_s, duration_s), rate, channels
-
-        start, count = _span(total, rate, name, offset_s, duration_s)
-        if max_duration_s is not None and count / rate > max_duration_s:
-            raise _too_long(name, count / rate, max_duration_s)
-        if start == 0 and count == total:
-            frames = f.read(dtype="float32", always_2d=True)
-        elif f.seekable():
-            f.seek(start)
-            frames = f.read(count, dtype="float32", always_2d=True)
-        else:
-            frames = f.read(dtype="float32", always_2d=True)[start : start + count]
-    if frames.shape[0] == 0:
-        raise AudioError("empty_audio", f"{name}: file contains no audio frames")
-    return frames, rate, channels
-
-
-def _span(
-    total: int, rate: int, name: str, offset_s: float | None, duration_s: float | None
-) -> tuple[int, int]:
-    """Frame range [start, start + count) for the segment, clipped to the file."""
-    start = int(round((offset_s or 0.0) * rate))
-    if start >= total:
-        if offset_s is not None and offset_s - total / rate >= _END_TOLERANCE_S:
-            raise AudioError(
-                "bad_segment",
-                f"{name}: offset {offset_s:.3f} s is beyond the end of the audio "
-                f"({total / rate:.3f} s)",
-            )
-        # Offset is the end within rounding: nothing left to decode.
-        raise AudioError("empty_audio", f"{name}: segment at {offset_s:.3f} s has no audio frames")
-    count = total - start
-    if duration_s is not None:
-        count = min(count, max(1, int(round(duration_s * rate))))
-    return start, count
-
-
-def _slice(
-    frames: np.ndarray, rate: int, name: str, offset_s: float | None, duration_s: float | None
-) -> np.ndarray:
-    start, count = _span(frames.shape[0], rate, name, offset_s, duration_s)
-    return frames[start : start + count]
-
