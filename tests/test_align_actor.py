@@ -21,6 +21,27 @@ LONG_TEXT = (
 )
 
 
+# Every form of language tag the rule knows (pipeline/languages.py), each on a short row of its
+# own: (id, hint, text, the language the row must be aligned as; None = split by script).
+TAG_ROWS = [
+    ("tag_zh_HK", "zh-HK", "今天天气很好。", "Cantonese"),
+    ("tag_yue_Hant_HK", "yue-Hant-HK", "今天天气很好。", "Cantonese"),
+    ("tag_zh_CN", "zh-CN", "今天天气很好。", "Chinese"),
+    ("tag_zh_TW", "zh-TW", "今天天气很好。", "Chinese"),
+    ("tag_zh_Hans", "zh-Hans", "今天天气很好。", "Chinese"),
+    ("tag_zh_Hant", "zh-Hant", "今天天气很好。", "Chinese"),
+    ("tag_pt_BR", "pt-BR", "O gato dorme no sofá.", "Portuguese"),
+    ("tag_en_US", "en-US", "The quick brown fox.", "English"),
+    ("tag_es_419", "es-419", "El gato duerme.", "Spanish"),
+    ("tag_ENGLISH", "ENGLISH", "The quick brown fox.", "English"),
+    ("tag_eng", "eng", "The quick brown fox.", "English"),
+    ("tag_deu", "deu", "Heute ist das Wetter schön.", "German"),
+    ("tag_auto", "auto", "The quick brown fox.", None),
+    ("tag_detect", "Detect", "The quick brown fox.", None),
+    ("tag_empty", "", "The quick brown fox.", None),
+]
+
+
 def _clip(name: str) -> np.ndarray:
     return decode_audio(str(SPEECH / name), target_sr=SR).samples
 
@@ -42,6 +63,9 @@ def _rows() -> list[dict]:
         ("swahili_hint", fr, "habari ya asubuhi", "sw", None),
         ("no_text", de, None, "de", None),
         ("upstream_error", np.zeros(0, np.float32), "ignored", "en", "decode_error: bad file"),
+        ("swedish_locale", fr, "god morgon", "sv-SE", None),  # a language the aligner lacks
+        ("klingon_tag", fr, "nuqneH", "klingon", None),
+        *((row_id, en[: 2 * SR], text, tag, None) for row_id, tag, text, _ in TAG_ROWS),
     ]
     return [
         {"id": i, "samples": a, "reference": t, "language_hint": lang, "error": err,
@@ -147,3 +171,55 @@ def test_busy_clock_is_reported(aligned):
     _, out = aligned
     assert sum(r["align_busy_s"] for r in out.values()) > 0
 
+
+
+def test_every_language_tag_form_through_the_aligner(aligned):
+    _, out = aligned
+    for row_id, tag, text, name in TAG_ROWS:
+        row = out[row_id]
+        assert row["error"] is None and row["align_skip_reason"] is None, (tag, row["align_skip_reason"])
+        assert row["language"] == name, tag
+        assert [w["text"] for w in row["words"]] == [u.text for u in split_units(text, name)], tag
+        _assert_sound(row["words"], row["duration_s"])
+    # Unknown tags and unsupported languages skip alignment only, naming the tag or the language.
+    assert "Swedish" in out["swedish_locale"]["align_skip_reason"]
+    assert "'klingon'" in out["klingon_tag"]["align_skip_reason"]
+    for row_id in ("swedish_locale", "klingon_tag"):
+        assert out[row_id]["error"] is None and out[row_id]["words"] is None
+
+
+def _assert_sound(words: list[dict], duration: float) -> None:
+    """No word of zero or negative length, none overlapping the next, all inside the audio."""
+    prev_end = 0.0
+    for w in words:
+        assert 0.0 <= w["start"] < w["end"] <= duration + 1e-9, w
+        assert w["start"] >= prev_end - 1e-9, (w, prev_end)
+        prev_end = w["end"]
+
+
+def test_word_times_hold_and_repairs_are_marked(aligned):
+    rows, out = aligned
+    aligned_rows = [r for r in out.values() if r["words"]]
+    for row in aligned_rows:
+        _assert_sound(row["words"], row["duration_s"])
+        assert all(w["repaired"] in (True, False) for w in row["words"])
+    # The random tiny aligner piles words onto shared slots: the repair had work to do.
+    assert sum(w["repaired"] for r in aligned_rows for w in r["words"]) > 0
+    # The long text, aligned in pieces: its words reach into the last piece, not bunched early.
+    long_row = out["long"]
+    assert long_row["words"][-1]["end"] > long_row["duration_s"] - MAX_CHUNK_S
+
+
+def test_aligned_rows_get_sentence_segments(aligned):
+    _, out = aligned
+    for row in (r for r in out.values() if r["words"]):
+        segments = row["segments"]
+        assert [w for s in segments for w in s["words"]] == row["words"]
+        for seg in segments:
+            assert seg["start"] == seg["words"][0]["start"] and seg["end"] == max(w["end"] for w in seg["words"])
+            assert seg["language"] == row["language"]
+    # "The quick brown fox jumps over the lazy dog." ... : cut at each sentence's full stop.
+    long_texts = [s["text"] for s in out["long"]["segments"]]
+    assert long_texts[:2] == ["The quick brown fox jumps over the lazy dog.", "Heute ist das Wetter in Berlin sehr schön."]
+    assert [s["text"] for s in out["zh"]["segments"]] == ["今天天气很好，我们去公园散步吧。"]
+    assert out["arabic"]["segments"] is None  # not aligned: nothing to cut
