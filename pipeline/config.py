@@ -158,6 +158,14 @@ class StageConfig(_Strict):
     reject_silence: bool = Field(
         default=True, description="Digital silence (peak below -80 dBFS) fails as silent_audio instead of being transcribed"
     )
+    on_truncation: Literal["fail", "keep"] = Field(
+        default="fail",
+        description="A recording that decodes shorter than its header declares (cut or damaged): fail the row as "
+        "truncated_audio, or keep the decoded part with a decode_warnings entry saying what was lost",
+    )
+    audio_stream: int = Field(
+        default=0, ge=0, description="Which audio stream of a container with several (video files): 0 = the first"
+    )
 
 
 class PoolConfig(_Strict):

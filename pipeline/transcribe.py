@@ -215,6 +215,8 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
             "max_audio_s": cfg.decode.max_audio_s,
             "min_audio_s": cfg.decode.min_audio_s,
             "reject_silence": cfg.decode.reject_silence,
+            "on_truncation": cfg.decode.on_truncation,
+            "audio_stream": cfg.decode.audio_stream,
             "allowed_hosts": list(cfg.input.allowed_hosts),
             "allow_local_paths": cfg.input.allow_local_paths,
         },

@@ -46,6 +46,8 @@ def decode_batch(
     reject_silence: bool = False,
     allowed_hosts: list[str] | None = None,
     allow_local_paths: bool = True,
+    on_truncation: str = "fail",
+    audio_stream: int = 0,
 ) -> pa.Table:
     """For `map_batches(batch_format="pyarrow", fn_kwargs=...)`.
 
@@ -64,6 +66,7 @@ def decode_batch(
     channels = [None] * n
     duration = [None] * n
     decode_s = [None] * n
+    warnings: list[list[str] | None] = [None] * n
     # A row the manifest stage already failed (a bad line, a duplicate id) passes through as is.
     error_stage, error = _column(batch, "error_stage"), _column(batch, "error")
     sources = _column(batch, "audio")
@@ -94,6 +97,8 @@ def decode_batch(
                 reject_silence=reject_silence,
                 allowed_hosts=allowed_hosts or (),
                 allow_local_paths=allow_local_paths,
+                on_truncation=on_truncation,  # type: ignore[arg-type]
+                audio_stream=audio_stream,
             )
             bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
         except AudioError as e:
@@ -110,6 +115,8 @@ def decode_batch(
             rate[i] = decoded.source_sample_rate
             channels[i] = decoded.source_channels
             duration[i] = decoded.duration_s
+            if decoded.warnings:
+                warnings[i] = [redact_text(w, known) for w in decoded.warnings]
         decode_s[i] = time.perf_counter() - start
 
     keep = [c for c in batch.column_names if c != "audio_bytes"]  # bytes are not needed past here
@@ -124,6 +131,7 @@ def decode_batch(
         "source_channels": pa.array(channels, pa.int64()),
         "duration_s": pa.array(duration, pa.float64()),
         "decode_s": pa.array(decode_s, pa.float64()),
+        "decode_warnings": pa.array(warnings, pa.list_(pa.string())),
         "error_stage": pa.array(error_stage, pa.string()),
         "error": pa.array(error, pa.string()),
     }

@@ -72,6 +72,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("words", pa.list_(WORD)),
         ("model", pa.string()),
         ("decode_s", pa.float64()),
+        # What a decode lost and kept anyway (damaged packets, a shortfall under on_truncation keep).
+        ("decode_warnings", pa.list_(pa.string())),
         ("asr_s", pa.float64()),
         ("align_s", pa.float64()),
         ("align_skip_reason", pa.string()),

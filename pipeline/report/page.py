@@ -294,6 +294,9 @@ def render_report(metrics: dict, summary: OutputSummary, *, output: str = "", kn
         (_num(m.get("rows_failed"), ","), "rows failed", bool(m.get("rows_failed"))),
         (_num(m.get("audio_hours"), ",.3f"), "audio hours transcribed (this run)", False),
     ]
+    if m.get("rows_with_decode_warnings"):
+        # Written, yet part of their audio was lost (decode.on_truncation: keep, damaged packets).
+        tiles.append((_num(m["rows_with_decode_warnings"], ","), "rows with decode warnings", True))
     for unit, c in corpus.items():
         tiles.append((_num(100 * c["rate"] if c["rate"] is not None else None, ".2f", "%"), f"corpus {'CER' if unit == 'char' else 'WER'} ({c['rows']:,} rows)", False))
     if not corpus:

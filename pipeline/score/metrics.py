@@ -76,12 +76,19 @@ def _add_keys(batch: pa.Table) -> pa.Table:
         repaired = pa.array([0] * n, pa.int64())
     skip = batch.column("align_skip_reason") if "align_skip_reason" in batch.column_names else pa.nulls(n, pa.string())
     skip_key = _category(skip)
+    # Rows written with a decode warning (audio lost and kept: decode.on_truncation keep, damaged packets).
+    if "decode_warnings" in batch.column_names:
+        warned = pc.fill_null(pc.greater(pc.list_value_length(batch.column("decode_warnings")), 0), False)
+        warned = pc.and_(ok, warned).cast(pa.int64())
+    else:
+        warned = pa.array([0] * n, pa.int64())
     return pa.table(
         {
             "aligned_audio_s": pc.if_else(aligned, num("duration_s", pa.float64()), 0.0),
             "aligned": aligned.cast(pa.int64()),
             "words": pc.if_else(ok, words, 0),
             "words_repaired": pc.if_else(ok, repaired, 0),
+            "decode_warned": warned,
             "align_s": num("align_s", pa.float64()),
             "align_busy_s": num("align_busy_s", pa.float64()),
             "skip_key": pc.if_else(pc.and_(ok, pc.is_valid(skip)), skip_key, pa.scalar(None, pa.string())),
@@ -110,7 +117,7 @@ def _add_keys(batch: pa.Table) -> pa.Table:
 
 _SUMS = (
     "lid_rows", "lid_correct", "audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned",
-    "words", "words_repaired", "align_s", "align_busy_s",
+    "words", "words_repaired", "align_s", "align_busy_s", "decode_warned",
 )  # fmt: skip
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
@@ -232,6 +239,8 @@ def collect_metrics(
         "rows_written": rows_written,
         "rows_failed": rows_failed,
         "failures_by_reason": failures,
+        # Written rows whose decode lost audio and kept the rest, each saying what in decode_warnings.
+        "rows_with_decode_warnings": int(total["decode_warned"]),
         "audio_s": audio_s,
         "audio_hours": audio_s / 3600,
         "segments": int(total["segments"]),
@@ -303,6 +312,8 @@ def print_summary(m: dict) -> None:
             f"RTFx {_fmt(a['rtfx'])}, skipped {a['rows_skipped']}"
             + (f", {a['subtitle_files']} subtitle files" if a["subtitle_files"] else "")
         )
+    if m.get("rows_with_decode_warnings"):
+        lines.append(f"decode warnings: {m['rows_with_decode_warnings']} written rows lost part of their audio (see their decode_warnings)")
     if m["failures_by_reason"]:
         lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in sorted(m["failures_by_reason"].items())))
     if m["wer"]["by_language"]:
