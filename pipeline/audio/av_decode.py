@@ -24,6 +24,7 @@ _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm", "ogg", "asf", "wav", "flac", 
 # Containers whose duration FFmpeg derives from the byte size and the first frames' bit rate.
 ESTIMATED_FORMATS = ("mp3", "aac", "ac3", "eac3", "amr", "amrnb", "amrwb", "mpegts", "mpeg", "dts", "loas")
 
+_PRE_ROLL_S = 1.0
 # Source samples gathered before they are converted and handed on (about 6 s at 44.1 kHz).
 _BLOCK_SAMPLES = 1 << 18
 # Seconds beyond which a declared length is no length (a corrupt or unfilled header field).
@@ -105,7 +106,9 @@ def decode_av(
         seeked = False
         if start_s > 0 and any(f in fmt_name.split(",") for f in _SEEK_FORMATS):
             try:
-                container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
+                # A second early: a decoder's first frame after a seek primes its state (AAC's
+                # overlap) and comes out wrong; the frames before the offset are cut anyway.
+                container.seek(int(max(0.0, start_s - _PRE_ROLL_S) / stream.time_base), stream=stream, backward=True)
                 seeked = True
             except av.error.FFmpegError:
                 container.seek(0, stream=stream)

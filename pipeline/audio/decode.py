@@ -297,6 +297,17 @@ def _decode_input(
     else:
         fast = sndfile(inp.source())
         retry = ffmpeg(inp.source(), probe.ffmpeg_format)
+        w = probe.wav
+        if w is not None and no_span and w.sample_rate:
+            # libsndfile clips a WAV's frame count to the bytes there are: a file cut in transfer
+            # would pass for a short one. Its data chunk's size says how long it was.
+            plain, header_s = fast, w.data_size // w.block_align / w.sample_rate
+
+            def fast(s: MonoSink) -> DecodePass:
+                p = plain(s)
+                p.declared_s = max(p.declared_s or 0.0, header_s)
+                return p
+
     return _with_retry(fast, retry, sink)
 
 
@@ -324,6 +335,11 @@ def _with_retry(
         raise
     if first is not None and first.decoded_s > second.decoded_s:
         return first, sink
+    if first is not None and first.declared_s is not None and not first.estimated:
+        # What libsndfile read from the header still holds: FFmpeg may take its length from the
+        # bytes that are there (a WAV cut in transfer), which would hide the loss.
+        if second.declared_s is None or second.estimated or second.declared_s < first.declared_s:
+            second.declared_s, second.estimated = first.declared_s, False
     return second, second_sink
 
 
@@ -397,6 +413,11 @@ def _decode_ogg(
     # by their declared length, so a segment of a long chain decodes only the links it touches.
     start_s = offset_s or 0.0
     end_s = math.inf if duration_s is None else start_s + duration_s
+    lengths = [link.seconds for link in parts]
+    if max_s is not None and None not in lengths:
+        span = max(0.0, min(end_s, sum(lengths)) - start_s)
+        if span > max_s:
+            raise too_long(name, f"{span:.1f} s of audio (in {len(parts)} chained streams)", max_s)
     total = DecodePass(0, 0, 0.0, declared_s=0.0)
     t = 0.0
     for link in parts:
@@ -408,13 +429,14 @@ def _decode_ogg(
             break
         local_offset = (start_s - t) if start_s > t else None
         local_duration = None if math.isinf(end_s) else end_s - max(t, start_s)
-        remaining = None if max_s is None else max_s - sink.output_s
         piece = memoryview(data)[link.start : link.end]
         p, link_sink = _ogg_link(
             io.BytesIO(piece), lambda piece=piece: io.BytesIO(piece), link.codec, MonoSink(sink.target_sr),
-            name, local_offset, local_duration, remaining, audio_stream, link.seconds,
+            name, local_offset, local_duration, max_s, audio_stream, link.seconds,
         )  # fmt: skip
         sink.extend(link_sink)
+        if max_s is not None and sink.output_s > max_s:
+            raise too_long(name, f"more than {max_s:g} s of audio", max_s)
         total.sample_rate = total.sample_rate or p.sample_rate
         total.channels = max(total.channels, p.channels)
         total.declared_s = None if p.declared_s is None or total.declared_s is None else total.declared_s + p.declared_s
