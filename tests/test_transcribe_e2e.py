@@ -61,6 +61,9 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
     rows.append({"id": "bad_language", "audio": "audio/en_wav16k.wav", "language": "klingon"})
     # Qwen3-ASR knows Arabic, the aligner does not: transcribed, not timed, not an error.
     rows.append({"id": "arabic", "audio": "audio/fr_mp3_22k.mp3", "language": "ar"})
+    # "auto" means detect (not a failed row); zh-HK is Cantonese (Common Voice's zh-HK corpus).
+    rows.append({"id": "tag_auto", "audio": "audio/en_wav16k.wav", "language": "auto"})
+    rows.append({"id": "tag_zh_HK", "audio": "audio/en_wav16k.wav", "language": "zh-HK"})
     fs.pipe_file("corpus/set1/manifest.jsonl", "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
 
     cache = tmp_path_factory.mktemp("model-cache")
@@ -102,9 +105,9 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
 def test_every_row_once(s3_run):
     results, failed = s3_run["results"], s3_run["failed"]
     ids = [r["id"] for r in results] + [r["id"] for r in failed]
-    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 11
+    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 13
     r = s3_run["result"]
-    assert (r.rows_read, r.rows_written, r.rows_failed) == (11, 8, 3)
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (13, 10, 3)
     # The long recording had no id: it gets one derived from its path as the manifest wrote it.
     assert "audio/en_long_16k.flac" in ids
 
@@ -120,6 +123,9 @@ def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
     assert "does_not_exist.wav" in failed["missing"]["error"]
     assert failed["corrupt"]["error_stage"] == "decode"
     assert failed["corrupt"]["error"].startswith("unsupported_format:")
+    assert {r["id"]: r["error_category"] for r in s3_run["failed"]} == {
+        "missing": "not_found", "corrupt": "unsupported_format", "bad_language": "unsupported_language",
+    }  # fmt: skip
     for row in s3_run["results"]:
         assert row["error"] is None and row["error_stage"] is None
         assert isinstance(row["text"], str)
@@ -127,7 +133,7 @@ def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
 
 
 def test_source_rates_channels_and_durations(s3_run):
-    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] != "arabic"}
+    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] not in ("arabic", "tag_auto", "tag_zh_HK")}
     assert all(r["audio"].startswith("s3://corpus/set1/audio/") for r in s3_run["results"])
     for name, row in by_audio.items():
         info = sf.info(str(SPEECH / name))
@@ -140,7 +146,7 @@ def test_source_rates_channels_and_durations(s3_run):
 
 def test_chunks_are_contiguous_and_cover_the_audio(s3_run):
     long_row = next(r for r in s3_run["results"] if r["audio"].endswith("en_long_16k.flac"))
-    segments = long_row["segments"]
+    segments = long_row["asr_chunks"]  # the engine's chunks; segments are sentences once aligned
     assert long_row["duration_s"] > 3 * MAX_CHUNK_S
     assert len(segments) >= long_row["duration_s"] / MAX_CHUNK_S
     assert segments[0]["start"] == 0.0
@@ -152,7 +158,7 @@ def test_chunks_are_contiguous_and_cover_the_audio(s3_run):
     assert long_row["text"] == " ".join(s["text"].strip() for s in segments if s["text"].strip())
     for row in s3_run["results"]:
         if row["duration_s"] <= MAX_CHUNK_S:
-            assert len(row["segments"]) == 1
+            assert len(row["asr_chunks"]) == 1
 
 
 def test_scores_against_references(s3_run):
@@ -170,8 +176,8 @@ def test_scores_against_references(s3_run):
 
 def test_metrics(s3_run):
     m = s3_run["metrics"]
-    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (11, 8, 3)
-    assert m["accounting"] == {"rows_read": 11, "rows_written": 8, "rows_failed": 3, "balanced": True}
+    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (13, 10, 3)
+    assert m["accounting"] == {"rows_read": 13, "rows_written": 10, "rows_failed": 3, "balanced": True}
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
@@ -246,7 +252,7 @@ def test_cli_config_error_names_the_field(tmp_path):
 def _expected_units(row: dict) -> list[str]:
     from pipeline.align.units import split_units
 
-    return [u.text for seg in row["segments"] for u in split_units(seg["text"], row["language"])]
+    return [u.text for seg in row["asr_chunks"] for u in split_units(seg["text"], row["language"])]
 
 
 def test_every_supported_row_has_words_with_valid_times(s3_run):
@@ -264,11 +270,11 @@ def test_every_supported_row_has_words_with_valid_times(s3_run):
         aligned += 1
         assert row["align_skip_reason"] is None
         assert [w["text"] for w in row["words"]] == _expected_units(row)
-        prev = 0.0
-        for w in row["words"]:
-            assert 0.0 <= w["start"] <= w["end"] <= row["duration_s"], (row["id"], w)
-            assert w["start"] >= prev
-            prev = w["start"]
+        prev_end = 0.0
+        for w in row["words"]:  # no word of zero length, none overlapping the next
+            assert 0.0 <= w["start"] < w["end"] <= row["duration_s"], (row["id"], w)
+            assert w["start"] >= prev_end - 1e-9
+            prev_end = w["end"]
         assert row["align_s"] is not None
     # The rows whose language was given (en, de, fr hints) are all supported.
     assert aligned >= 5
@@ -279,7 +285,7 @@ def test_words_stay_inside_their_asr_chunk(s3_run):
 
     long_row = next(r for r in s3_run["results"] if r["audio"].endswith("en_long_16k.flac"))
     words = iter(long_row["words"])
-    for seg in long_row["segments"]:
+    for seg in long_row["asr_chunks"]:
         for _ in split_units(seg["text"], long_row["language"]):
             w = next(words)
             assert seg["start"] <= w["start"] <= w["end"] <= seg["end"] + 1e-9
@@ -335,3 +341,32 @@ def test_report_written_to_the_s3_output(s3, s3_run):
     page = s3.fs().cat_file("out/run1/report.html").decode()
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 5
     assert "&quot;testing&quot;" not in page  # the storage_options key and secret
+
+
+def test_aligned_segments_are_sentences_with_their_words(s3_run):
+    chunked = 0
+    for row in s3_run["results"]:
+        if row["words"] is None:  # not aligned: segments stay the engine's chunks
+            assert [s["text"] for s in row["segments"]] == [c["text"] for c in row["asr_chunks"]]
+            continue
+        assert [w for seg in row["segments"] for w in seg["words"]] == row["words"]
+        for seg in row["segments"]:
+            assert seg["start"] == seg["words"][0]["start"] and seg["end"] >= seg["start"]
+            assert seg["language"] in {c["language"] for c in row["asr_chunks"]} | {row["language"]}
+        chunked += 1
+    assert chunked >= 5
+    assert s3_run["metrics"]["align"]["words_repaired"] == sum(
+        w["repaired"] for r in s3_run["results"] if r["words"] for w in r["words"]
+    )
+
+
+def test_language_tags_through_the_engines(s3_run):
+    rows = {r["id"]: r for r in s3_run["results"]}
+    # "auto": the model identifies the language itself, as with no hint at all.
+    assert rows["tag_auto"]["error"] is None and rows["tag_auto"]["language_hint"] == "auto"
+    # zh-HK: forced to Cantonese in the prompt, so the engine answers Cantonese; aligned as such.
+    hk = rows["tag_zh_HK"]
+    assert hk["error"] is None and hk["language"] == "Cantonese"
+    assert {c["language"] for c in hk["asr_chunks"]} == {"Cantonese"}
+    assert hk["words"] is not None and hk["align_skip_reason"] is None
+    assert s3_run["metrics"]["failures_by_reason"]["asr:unsupported_language"] == 1  # klingon only
