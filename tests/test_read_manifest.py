@@ -101,8 +101,9 @@ def test_nemo_jsonl_segments_decode_only_their_span(s3, ray_session, bucket):
     ]
     bucket.pipe_file("manifests/nemo/manifest.json", "\n".join(json.dumps(l) for l in lines).encode())
     rows = _decoded(_cfg(s3, "s3://manifests/nemo/manifest.json"))
-    assert set(rows) == {"audio/en_long_16k.flac@10.000", "audio/en_long_16k.flac@20.000"}
-    seg = rows["audio/en_long_16k.flac@10.000"]
+    # Derived ids hold each segment's offset and duration.
+    assert set(rows) == {"audio/en_long_16k.flac@10.000+5.500", "audio/en_long_16k.flac@20.000+4.000"}
+    seg = rows["audio/en_long_16k.flac@10.000+5.500"]
     assert seg["duration_s"] == pytest.approx(5.5, abs=1e-3)
     assert seg["offset_s"] == 10.0
     assert list(seg["chunks"]) == [0, int(5.5 * 16000)]
