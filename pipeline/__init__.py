@@ -7,7 +7,8 @@ Floors, each using only the ones below it (``jobs/`` sits above all of them):
   pass), and the runs of ``label/`` and ``etl/``;
 - stages, one package per concern: ``audio/`` (decode, chunking, the decode stage), ``align/``
   (word units, planning, timestamps, subtitles), ``score/`` (WER/CER, the score stage, job
-  metrics), ``report/`` (report.html, progress lines), ``label/`` and ``etl/`` (their stages and
+  metrics), ``output/`` (result files in other tools' formats: jsonl, txt, json, tsv),
+  ``report/`` (report.html, progress lines), ``label/`` and ``etl/`` (their stages and
   records), ``benchmark/`` (the benchmark and load-test jobs' parts);
 - the ground floor: ``io/`` (manifests, storage, schema, commit), ``config`` (typed job config,
   validated once), ``languages`` (the language table), ``redact`` (secrets out of what is written),
