@@ -55,15 +55,21 @@ def test_select_new_by_identity_oldest_first_and_capped():
 
 def test_list_source_picks_audio_under_the_prefix_only(tmp_path):
     src = tmp_path / "incoming"
-    for rel in ["a.wav", "sub/b.FLAC", "notes.txt", "tmp/c.wav", "etl/date=x/d.wav", "e.mp3"]:
+    for rel in ["a.wav", "sub/b.FLAC", "notes.txt", "tmp/c.wav", "etl/date=x/d.wav", "e.mp3", "memo.m4a", "screen.WEBM"]:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(b"x" * 7)
     old = time.time() - 100
-    for rel in ["a.wav", "sub/b.FLAC", "tmp/c.wav", "etl/date=x/d.wav"]:
+    for rel in ["a.wav", "sub/b.FLAC", "tmp/c.wav", "etl/date=x/d.wav", "memo.m4a", "screen.WEBM", "notes.txt"]:
         os.utime(src / rel, (old, old))
     cfg = SourceConfig(prefix=str(src) + "/", exclude=["tmp/*"], min_age_s=30)
-    files = list_source(cfg, skip_under=str(src / "etl"))
-    assert [f.path for f in files] == ["a.wav", "sub/b.FLAC"]  # e.mp3 is too fresh
+    left_out: list[dict] = []
+    files = list_source(cfg, skip_under=str(src / "etl"), left_out=left_out)
+    # The formats both decoders read are picked up by default; e.mp3 is too fresh.
+    assert [f.path for f in files] == ["a.wav", "memo.m4a", "screen.WEBM", "sub/b.FLAC"]
+    assert sorted((f["path"], f["reason"]) for f in left_out) == [
+        ("notes.txt", "extension 'txt' not in source.extensions"),
+        ("tmp/c.wav", "matches source.exclude 'tmp/*'"),
+    ]
     assert all(f.uri == str(src / f.path) and f.size == 7 and f.version.startswith("mtime:") for f in files)
 
 
@@ -251,7 +257,8 @@ def test_a_run_with_nothing_new_writes_nothing(history):
     for run in (history["run2"], history["run5"]):
         assert run.status == "nothing_new" and run.partition is None
         assert run.files_listed == run.files_done_before
-    assert history["run2"].files_listed == 4  # readme.txt is not audio
+    assert history["run2"].files_listed == 4  # readme.txt is not audio: left out, and named
+    assert history["run2"].files_left_out == [{"path": "readme.txt", "reason": "extension 'txt' not in source.extensions"}]
     assert history["after_run2"] == history["after_run1"]
     assert history["run2_s"] < 15  # no Ray, no engine
 
@@ -301,6 +308,7 @@ def test_committed_partitions_have_success_and_the_job_outputs(s3, history):
     for part in history["partitions"]:
         success = json.loads(fs.cat_file(f"{part}/_SUCCESS"))
         assert success["partition"] == f"s3://{part}" and success["committed_at"]
+        assert success["files_left_out"] == 1 and success["left_out"][0]["path"] == "readme.txt"
         metrics = json.loads(fs.cat_file(f"{part}/metrics.json"))
         assert metrics["rows_read"] == success["files_new"] == metrics["rows_written"] + metrics["rows_failed"]
 

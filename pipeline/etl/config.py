@@ -13,8 +13,13 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import JobConfig, OutputFormat, PipelineSections, SubtitleOptions, _Strict
 
-# What the decoder (libsndfile) reads. m4a/AAC is not among them: such files would only fail.
-DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "opus"]
+# The names under which the decoders' formats arrive (libsndfile: wav, flac, mp3, Ogg, AIFF, ...;
+# FFmpeg: MP4/M4A/MOV/3GP, Matroska/WebM, ASF/WMA, AMR, AAC, AC-3). The decoder itself goes by the
+# bytes; this list only picks files out of a prefix. Files it leaves out are counted and named.
+DEFAULT_EXTENSIONS = [
+    "wav", "wave", "flac", "mp3", "ogg", "oga", "opus", "aif", "aiff", "aifc", "au", "snd", "caf", "w64",
+    "m4a", "m4b", "mp4", "mov", "3gp", "3g2", "aac", "webm", "mkv", "mka", "wma", "asf", "amr", "ac3",
+]  # fmt: skip
 # Schemes the run lock can make safe (conditional writes); see pipeline/etl/lock.py.
 LOCK_SCHEMES = ("", "file", "s3", "s3a")
 

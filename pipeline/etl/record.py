@@ -70,8 +70,14 @@ def _modified(info: dict) -> float:
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
-def list_source(cfg: SourceConfig, *, skip_under: str | None = None, now: float | None = None) -> list[SourceFile]:
-    """Every audio file under the prefix that the config selects, sorted oldest first."""
+def list_source(
+    cfg: SourceConfig, *, skip_under: str | None = None, now: float | None = None, left_out: list[dict] | None = None
+) -> list[SourceFile]:
+    """Every audio file under the prefix that the config selects, sorted oldest first.
+
+    ``left_out``, where given, receives ``{"path", "reason"}`` for each file the selection passed
+    over (its extension is not in ``source.extensions``, or a ``source.exclude`` pattern matched),
+    so a run can say what it did not process instead of skipping it without a word."""
     fs, base = storage.fsspec_fs(cfg.prefix, cfg.storage_options)
     base = base.rstrip("/")
     scheme = cfg.prefix.split("://", 1)[0] if "://" in cfg.prefix else None
@@ -96,7 +102,11 @@ def list_source(cfg: SourceConfig, *, skip_under: str | None = None, now: float 
             continue
         rel = path[len(base) + 1 :]
         ext = posixpath.splitext(rel)[1].lower().lstrip(".")
-        if ext not in extensions or any(fnmatch.fnmatchcase(rel, p) for p in cfg.exclude):
+        pattern = next((p for p in cfg.exclude if fnmatch.fnmatchcase(rel, p)), None)
+        if ext not in extensions or pattern is not None:
+            if left_out is not None:
+                why = f"matches source.exclude {pattern!r}" if pattern else f"extension {ext or '(none)'!r} not in source.extensions"
+                left_out.append({"path": rel, "reason": why})
             continue
         modified = _modified(info)
         if cfg.min_age_s and now - modified < cfg.min_age_s:

@@ -57,6 +57,10 @@ SUCCESS_FILE = "_SUCCESS"
 FAILED_DIR = "failed"  # the transcribe job's failed rows (pipeline.transcribe.FAILED_DIR)
 
 
+# Left-out files named in a run's record (all are counted).
+LEFT_OUT_NAMED = 100
+
+
 class EtlError(RuntimeError):
     """The run cannot be committed (its partition stays an orphan for the next run to remove)."""
 
@@ -75,6 +79,7 @@ class EtlResult:
     holder: dict | None = None  # busy: who holds the lock
     took_over: dict | None = None  # the stale holder this run replaced
     orphans_removed: list[str] = field(default_factory=list)
+    files_left_out: list[dict] = field(default_factory=list)  # {"path", "reason"} the source filter passed over
 
 
 # What runs the transcription: pipeline.transcribe.run, after the caller has connected to Ray.
@@ -118,9 +123,16 @@ def run_etl(cfg: EtlConfig, transcribe: Transcribe) -> EtlResult:
         result = EtlResult("done", run_id, took_over=lock.took_over)
         done = load_done(root, so, track_changes=cfg.source.track_changes)
         result.orphans_removed = _recover(root, so, done)
-        listed = list_source(cfg.source, skip_under=root)
+        left_out: list[dict] = []
+        listed = list_source(cfg.source, skip_under=root, left_out=left_out)
         new, deferred = select_new(listed, done, cfg.source)
         result.files_listed, result.files_new, result.files_deferred = len(listed), len(new), deferred
+        result.files_left_out = left_out
+        if left_out:
+            logger.warning(
+                "%s: %d file(s) not processed by the source filter, e.g. %s",
+                cfg.source.prefix, len(left_out), "; ".join(f"{f['path']} ({f['reason']})" for f in left_out[:5]),
+            )  # fmt: skip
         result.files_done_before = len(listed) - len(new) - deferred
         logger.info(
             "%s: %d audio files listed, %d already processed, %d new this run%s",
@@ -153,6 +165,9 @@ def run_etl(cfg: EtlConfig, transcribe: Transcribe) -> EtlResult:
             "files_listed": len(listed),
             "files_new": len(new),
             "files_deferred": deferred,
+            # Files under the prefix the source filter passed over, and why (the first ones by name).
+            "files_left_out": len(left_out),
+            "left_out": left_out[:LEFT_OUT_NAMED],
             "rows_written": outcome.rows_written,
             "rows_failed": outcome.rows_failed,
             "audio_s": (outcome.metrics or {}).get("audio_s"),
