@@ -23,6 +23,14 @@ def test_corpus_covers_formats_and_rates(tmp_path):
     kinds = {(f.format, f.sample_rate) for f in files}
     assert ("opus", 22050) not in kinds and not supported("opus", 22050)  # opus has no 22.05 kHz
     assert len(files) == 2 * (3 + 3 + 3 + 2)
+    # Formats only FFmpeg reads are written with PyAV, read back by the plain PyAV loop.
+    from pipeline.benchmark import decoders
+
+    other = make_corpus(tmp_path / "ffmpeg", formats=["m4a", "webm"], rates=[22050, 48000], files_per_kind=1, clip_s=1.5)
+    assert {(f.format, f.sample_rate) for f in other} == {("m4a", 22050), ("m4a", 48000), ("webm", 48000)}
+    for f in other:
+        assert f.duration_s == pytest.approx(1.5, abs=0.05)
+        assert len(decoders.plain(f.path)) == pytest.approx(1.5 * 16000, abs=0.05 * 16000)
     for f in files:
         info = sf.info(f.path)
         assert info.samplerate == f.sample_rate and info.channels == 2

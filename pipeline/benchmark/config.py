@@ -11,7 +11,9 @@ from pipeline.config import AsrConfig, JobBase, RayConfig, StageConfig, _Strict
 
 class CorpusConfig(_Strict):
     dir: str = Field(default="out/benchmark/corpus", description="Local folder for the generated files (reused)")
-    formats: list[Literal["wav", "flac", "mp3", "opus"]] = Field(default_factory=lambda: ["wav", "flac", "mp3", "opus"])
+    formats: list[Literal["wav", "flac", "mp3", "ogg", "opus", "m4a", "alac", "webm", "wma"]] = Field(
+        default_factory=lambda: ["wav", "flac", "mp3", "ogg", "opus", "m4a", "alac", "webm", "wma"]
+    )
     rates: list[int] = Field(default_factory=lambda: [8000, 16000, 22050, 44100, 48000])
     files_per_kind: int = Field(default=8, gt=0, description="Files per (format, rate)")
     clip_s: float = Field(default=10.0, gt=0, description="Seconds per file")

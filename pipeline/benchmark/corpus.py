@@ -2,7 +2,8 @@
 
 Speech (not noise or tones) so that every codec works as it does on real data; each file is a
 ``clip_s`` slice of the bundled recordings, at a different offset per file, resampled to the rate
-and written with libsndfile. Opus only exists at 8/12/16/24/48 kHz, so it skips other rates.
+and written with libsndfile (wav, flac, mp3, ogg, opus) or FFmpeg through PyAV (m4a: AAC, alac,
+webm: Opus, wma). Opus only exists at 8/12/16/24/48 kHz, so it skips other rates.
 """
 
 from __future__ import annotations
@@ -23,9 +24,19 @@ FORMATS = {  # name -> (extension, libsndfile format, subtype)
     "wav": ("wav", "WAV", "PCM_16"),
     "flac": ("flac", "FLAC", "PCM_16"),
     "mp3": ("mp3", "MP3", "MPEG_LAYER_III"),
+    "ogg": ("ogg", "OGG", "VORBIS"),
     "opus": ("opus", "OGG", "OPUS"),
 }
+# Formats only FFmpeg reads, written with PyAV: name -> (extension, FFmpeg muxer, encoder).
+FFMPEG_FORMATS = {
+    "m4a": ("m4a", "mp4", "aac"),
+    "alac": ("m4a", "mp4", "alac"),
+    "webm": ("webm", "webm", "libopus"),
+    "wma": ("wma", "asf", "wmav2"),
+}
 OPUS_RATES = {8000, 12000, 16000, 24000, 48000}
+# Rates FFmpeg's AAC and WMA encoders take.
+_AAC_RATES = {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000}
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,34 @@ class BenchFile:
 
 
 def supported(fmt: str, rate: int) -> bool:
-    return fmt != "opus" or rate in OPUS_RATES
+    if fmt in ("opus", "webm"):
+        return rate in OPUS_RATES
+    if fmt in ("m4a", "wma"):
+        return rate in _AAC_RATES and (fmt != "wma" or rate >= 16000)
+    return True
+
+
+def _write_ffmpeg(path: Path, audio: np.ndarray, rate: int, fmt: str) -> None:
+    """``audio`` float32 [n] or [n, channels] encoded with FFmpeg (PyAV) as ``fmt``."""
+    from fractions import Fraction
+
+    import av
+
+    _, muxer, codec = FFMPEG_FORMATS[fmt]
+    x = audio.reshape(len(audio), -1)
+    layout = "mono" if x.shape[1] == 1 else "stereo"
+    with av.open(str(path), "w", format=muxer) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = layout
+        if codec == "wmav2":
+            stream.bit_rate = 64000
+        ctx = stream.codec_context
+        resampler = av.AudioResampler(format=ctx.format, layout=layout, rate=rate, frame_size=ctx.frame_size or 1024)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.reshape(1, -1)), format="flt", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            out.mux(stream.encode(f))
+        out.mux(stream.encode(None))
 
 
 def speech_bank(source_dir: Path = SPEECH_DIR) -> np.ndarray:
@@ -67,7 +105,7 @@ def make_corpus(
     entries: list[tuple[int, int, BenchFile]] = []
     k = 0
     for fmt in formats:
-        ext, container, subtype = FORMATS[fmt]
+        ext = FORMATS[fmt][0] if fmt in FORMATS else FFMPEG_FORMATS[fmt][0]
         for rate in rates:
             if not supported(fmt, rate):
                 continue
@@ -81,10 +119,13 @@ def make_corpus(
                     if channels > 1:
                         audio = np.repeat(audio[:, None], channels, axis=1)
                     tmp = path.with_suffix(".tmp" + path.suffix)
-                    sf.write(tmp, audio, rate, format=container, subtype=subtype)
+                    if fmt in FORMATS:
+                        sf.write(tmp, audio, rate, format=FORMATS[fmt][1], subtype=FORMATS[fmt][2])
+                    else:
+                        _write_ffmpeg(tmp, audio, rate, fmt)
                     os.replace(tmp, path)
-                info = sf.info(str(path))
-                entries.append((i, k, BenchFile(str(path), fmt, rate, info.frames / info.samplerate)))
+                seconds = decode_audio(str(path), target_sr=rate).duration_s
+                entries.append((i, k, BenchFile(str(path), fmt, rate, seconds)))
                 k += 1
     files = [b for _, _, b in sorted(entries, key=lambda e: e[:2])]
     write_manifest(files, out / "manifest.jsonl")
