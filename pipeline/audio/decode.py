@@ -57,6 +57,8 @@ ESTIMATE_SHORTFALL = 0.25
 # LAME's encoder delay in samples plus one frame of padding: a Xing frame count includes both,
 # a gapless decode does not.
 _MP3_DELAY_SAMPLES = 1105
+# What the content probe reads first (see _decode_input).
+SHORT_HEAD_BYTES = 4096
 # Compressed Ogg files are read whole to find their links; above this they are decoded as they come.
 _OGG_SCAN_BYTES = 1 << 30
 
@@ -244,8 +246,12 @@ def _decode_input(
     """Probe ``inp``, decode it with the decoder its content calls for, and where libsndfile's
     result falls short of the header (or libsndfile refuses it) decode it again with FFmpeg.
     Returns the pass and the sink that holds its samples."""
-    head = inp.head(HEAD_BYTES)
+    # A few KB name nearly every file; an ID3 tag (a cover picture) or an unplaced start needs more.
+    head = inp.head(SHORT_HEAD_BYTES)
     probe = sniff(head)
+    if len(head) == SHORT_HEAD_BYTES and (probe.kind in ("unknown", "text") or head[:3] == b"ID3" or (probe.kind == "wav" and probe.wav is None)):
+        head = inp.head(HEAD_BYTES)
+        probe = sniff(head)
     if probe.kind == "text":
         raise AudioError(
             "unsupported_format", f"{name}: not audio: the bytes look like {probe.detail} (starts with {_preview(head)})"
