@@ -291,11 +291,19 @@ class AsrEngine:
         *,
         context: str = "",
         language: str | None = None,
+        prefix: str = "",
     ) -> dict:
         """Transcribe one chunk of 16 kHz mono float32 audio.
 
-        Returns ``{"language", "text", "raw", "engine_s", "num_tokens"}``. Raises :class:`RowError`
-        for a problem with this input and :class:`EngineDeadError` when the engine is gone.
+        ``prefix``: the start of the answer, taken as given (the model continues it): streaming
+        passes the text it has confirmed so far, as the Qwen3-ASR toolkit's streaming scheme
+        does. Unforced it starts with the language tag (``language English<asr_text>...``);
+        forced, it is text only. Control tokens (``<|...|>``) are removed from it.
+
+        Returns ``{"language", "text", "raw", "engine_s", "num_tokens"}`` (``raw`` and ``text``
+        include the prefix; ``num_tokens`` counts the generated tokens only). Raises
+        :class:`RowError` for a problem with this input and :class:`EngineDeadError` when the
+        engine is gone.
         """
         import numpy as np
 
@@ -307,6 +315,12 @@ class AsrEngine:
             raise RowError(str(e)) from e
         samples = _as_mono_16k(np, audio)
 
+        # Only ChatML control tokens go (to a fixpoint, as in _sanitize_context): the prefix may
+        # carry the model's own <asr_text> tag.
+        prefix, prev = prefix or "", None
+        while prev != prefix:
+            prev, prefix = prefix, _CHATML_TOKEN.sub("", prefix)
+        prompt += prefix
         request_id = f"asr-{uuid.uuid4().hex}"
         request = {"prompt": prompt, "multi_modal_data": {"audio": (samples, SAMPLE_RATE)}}
         final, engine_s = await last_output(
@@ -316,7 +330,7 @@ class AsrEngine:
         if final is None or not final.outputs:
             raise RowError("engine returned no output")
         completion = final.outputs[0]
-        raw = completion.text
+        raw = prefix + completion.text
         detected, text = parse_asr_output(raw, language)
         return {
             "language": detected,
