@@ -308,7 +308,7 @@ def print_summary(m: dict) -> None:
     if m.get("align"):
         a = m["align"]
         lines.append(
-            f"aligner: {a['rows_aligned']} rows, {a['words']} words, {a['audio_s']:.1f} audio s, "
+            f"aligner: {a['rows_aligned']} rows, {a['words']} words ({a.get('words_repaired', 0)} repaired), {a['audio_s']:.1f} audio s, "
             f"RTFx {_fmt(a['rtfx'])}, skipped {a['rows_skipped']}"
             + (f", {a['subtitle_files']} subtitle files" if a["subtitle_files"] else "")
         )
