@@ -103,8 +103,8 @@ def _has_cuda() -> bool:
 # out in collection order, so starting these first keeps one worker from finishing minutes after
 # the other. A new slow file belongs in this list.
 SLOW_FILES = (
-    "test_resume.py", "test_node_loss.py", "test_etl_job.py", "test_poison_row.py", "test_accuracy.py",
-    "test_label_job.py", "test_benchmark_job.py", "test_crashes.py", "test_submit.py", "test_transcribe_e2e.py",
+    "test_resume.py", "test_node_loss.py", "test_etl_job.py", "test_crashes.py", "test_accuracy.py",
+    "test_label_job.py", "test_benchmark_job.py", "test_submit.py", "test_transcribe_e2e.py",
     "test_secrets.py", "test_job_cli.py", "test_orphans.py", "test_storage_faults.py", "test_load_test.py",
     "test_align_e2e.py", "test_align_actor.py", "test_report.py",
 )  # fmt: skip
