@@ -311,6 +311,10 @@ def test_committed_partitions_have_success_and_the_job_outputs(s3, history):
         assert success["files_left_out"] == 1 and success["left_out"][0]["path"] == "readme.txt"
         metrics = json.loads(fs.cat_file(f"{part}/metrics.json"))
         assert metrics["rows_read"] == success["files_new"] == metrics["rows_written"] + metrics["rows_failed"]
+        # The file the filter passed over is named where the run is read, not only in the record.
+        assert metrics["etl"]["files_left_out"] == 1 and metrics["etl"]["left_out"] == success["left_out"]
+        page = fs.cat_file(f"{part}/report.html").decode()
+        assert "Source files not processed: 1" in page and "readme.txt" in page
 
 
 def test_busy_lock_exits_with_the_configured_code(s3, history, tmp_path):

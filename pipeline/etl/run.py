@@ -173,6 +173,8 @@ def run_etl(cfg: EtlConfig, transcribe: Transcribe) -> EtlResult:
             "audio_s": (outcome.metrics or {}).get("audio_s"),
             "took_over": lock.took_over,
         }
+        if left_out:
+            _note_left_out(partition, so, summary)
         # The commit. Confirming first means a run that was (wrongly) judged dead and replaced
         # learns it here, before recording files the new holder may be processing too.
         lock.confirm()
@@ -189,6 +191,23 @@ def run_etl(cfg: EtlConfig, transcribe: Transcribe) -> EtlResult:
         return result
     finally:
         lock.release()
+
+
+def _note_left_out(partition: str, storage_options: dict, summary: dict) -> None:
+    """Add the source files this run's filter passed over to the partition's metrics.json and
+    report.html (the job wrote both without knowing the source listing), so whoever reads the
+    run's report sees them. A report that cannot be remade is logged, never a failed run."""
+    from pipeline.report.page import write_report
+    from pipeline.transcribe import METRICS_FILE
+
+    uri = storage.join(partition, METRICS_FILE)
+    try:
+        metrics = storage.read_json(uri, storage_options)
+    except FileNotFoundError:
+        return
+    metrics["etl"] = {k: summary[k] for k in ("run_id", "files_listed", "files_new", "files_deferred", "files_left_out", "left_out")}
+    storage.write_json(uri, metrics, storage_options)
+    write_report(partition, metrics, storage_options)
 
 
 def _iso(t: float) -> str:

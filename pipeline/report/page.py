@@ -376,7 +376,7 @@ def render_report(metrics: dict, summary: OutputSummary, *, output: str = "", kn
             empty="No failed rows.",
         )
     )
-    tables = [_worst_table(page, summary.worst), _failed_table(page, summary.failed_examples), _details(page, m)]
+    tables = [_worst_table(page, summary.worst), _failed_table(page, summary.failed_examples), _left_out_table(page, m), _details(page, m)]
 
     title = f"{job} job report"
     sub = " · ".join(
@@ -461,6 +461,25 @@ def _failed_table(page: _Page, rows: list[dict]) -> str:
     return (
         f"<section><h2>Failed rows (first {len(rows)})</h2><table>"
         f"<tr><th>id</th><th>stage</th><th>error</th><th>audio</th></tr>{body}</table></section>"
+    )
+
+
+def _left_out_table(page: _Page, m: dict) -> str:
+    """The scheduled ETL run's source files that its filter passed over (``metrics["etl"]``, written
+    by pipeline/etl/run.py): never processed, so they must be visible where the run is read."""
+    etl = m.get("etl") or {}
+    count = int(etl.get("files_left_out") or 0)
+    if not count:
+        return ""
+    rows = "".join(
+        f"<tr><td>{page.text(f.get('path'))}</td><td>{page.text(f.get('reason'))}</td></tr>" for f in etl.get("left_out") or []
+    )
+    named = len(etl.get("left_out") or [])
+    more = f" (the first {named} by name)" if named < count else ""
+    return (
+        f"<section><h2>Source files not processed: {count:,}</h2>"
+        f"<p>Under the source prefix, passed over by the source filter (source.extensions / source.pattern){more}.</p>"
+        f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table></section>"
     )
 
 
