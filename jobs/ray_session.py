@@ -31,6 +31,9 @@ def start_ray(cfg: RayConfig) -> None:
     # driver anyway (Ray's PR_SET_PDEATHSIG).
     watch(interval_s=1.0)
     ray.init(
+        # "local": always a new instance. Without it ray.init joins whatever `ray start` cluster
+        # runs on this machine (its /tmp/ray/ray_current_cluster) and then refuses num_cpus.
+        address="local",
         num_cpus=cfg.num_cpus,
         object_store_memory=cfg.object_store_memory,
         include_dashboard=False,

@@ -67,7 +67,8 @@ def ray_session():
     import ray
 
     # A bounded object store: several workers' Ray sessions share the machine's /dev/shm.
-    ray.init(num_cpus=2, object_store_memory=2 * 1024**3, include_dashboard=False, log_to_driver=True)
+    # address="local": a new instance even while a `ray start` head (tests/test_submit.py) runs.
+    ray.init(address="local", num_cpus=2, object_store_memory=2 * 1024**3, include_dashboard=False, log_to_driver=True)
     yield ray
     ray.shutdown()
 
