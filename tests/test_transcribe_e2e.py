@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +22,18 @@ from tests.conftest import SPEECH
 REPO = Path(__file__).resolve().parents[1]
 MAX_CHUNK_S = 8.0
 MANIFEST_ROWS = [json.loads(line) for line in (SPEECH / "manifest.jsonl").read_text().splitlines() if line.strip()]
+HTML_REFERENCE = "<script>alert('x')</script> & \"quoted\" <b>bold</b>"
+SCREENSHOT = Path("/tmp/report_screenshot.png")
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def _upload_dir(fs, local: Path, prefix: str) -> None:
@@ -64,6 +79,8 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
     # "auto" means detect (not a failed row); zh-HK is Cantonese (Common Voice's zh-HK corpus).
     rows.append({"id": "tag_auto", "audio": "audio/en_wav16k.wav", "language": "auto"})
     rows.append({"id": "tag_zh_HK", "audio": "audio/en_wav16k.wav", "language": "zh-HK"})
+    # Manifest text is data: the report must show it escaped, never as markup.
+    rows.append({"id": "html<&>", "audio": "audio/en_wav16k.wav", "text": HTML_REFERENCE, "language": "en"})
     fs.pipe_file("corpus/set1/manifest.jsonl", "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
 
     cache = tmp_path_factory.mktemp("model-cache")
@@ -88,10 +105,24 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
             "align.batch_size=3",
             "align.engine.max_model_len=2048",
             "output.subtitles=[srt, vtt]",
+            "progress.interval_s=0",
         ],
     )
-    result = run(cfg)
+    lines = _Lines()
+    logger = logging.getLogger("pipeline.report.progress")
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        result = run(cfg)
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    report = tmp_path_factory.mktemp("report") / "report.html"
+    fs.get_file("out/run1/report.html", str(report))
     return {
+        "lines": lines.lines,
+        "report": report,
         "result": result,
         "rows": rows,
         "results": _read_parquet_dir(fs, "out/run1/results"),
@@ -105,9 +136,9 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
 def test_every_row_once(s3_run):
     results, failed = s3_run["results"], s3_run["failed"]
     ids = [r["id"] for r in results] + [r["id"] for r in failed]
-    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 13
+    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 14
     r = s3_run["result"]
-    assert (r.rows_read, r.rows_written, r.rows_failed) == (13, 10, 3)
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (14, 11, 3)
     # The long recording had no id: it gets one derived from its path as the manifest wrote it.
     assert "audio/en_long_16k.flac" in ids
 
@@ -133,7 +164,7 @@ def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
 
 
 def test_source_rates_channels_and_durations(s3_run):
-    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] not in ("arabic", "tag_auto", "tag_zh_HK")}
+    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] not in ("arabic", "tag_auto", "tag_zh_HK", "html<&>")}
     assert all(r["audio"].startswith("s3://corpus/set1/audio/") for r in s3_run["results"])
     for name, row in by_audio.items():
         info = sf.info(str(SPEECH / name))
@@ -176,8 +207,8 @@ def test_scores_against_references(s3_run):
 
 def test_metrics(s3_run):
     m = s3_run["metrics"]
-    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (13, 10, 3)
-    assert m["accounting"] == {"rows_read": 13, "rows_written": 10, "rows_failed": 3, "balanced": True}
+    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (14, 11, 3)
+    assert m["accounting"] == {"rows_read": 14, "rows_written": 11, "rows_failed": 3, "balanced": True}
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
@@ -370,3 +401,81 @@ def test_language_tags_through_the_engines(s3_run):
     assert {c["language"] for c in hk["asr_chunks"]} == {"Cantonese"}
     assert hk["words"] is not None and hk["align_skip_reason"] is None
     assert s3_run["metrics"]["failures_by_reason"]["asr:unsupported_language"] == 1  # klingon only
+
+
+# --- progress lines and report.html of the same run ---------------------------------------------
+
+
+def test_progress_lines_in_the_job_log(s3_run):
+    lines = [line for line in s3_run["lines"] if line.startswith("progress: ")]
+    total, failed = len(s3_run["rows"]), len(s3_run["failed"])
+    assert len(lines) >= 2, s3_run["lines"]
+    assert re.search(rf"^progress: \d+/{total} rows \(\d+\.\d%\), \d+ failed; audio \d+\.\d{{3}} h; last \d+ s: ", lines[0])
+    assert "ETA" in lines[0]
+    assert lines[-1].startswith(f"progress: {total}/{total} rows (100.0%), {failed} failed;") and "done in" in lines[-1]
+
+
+def test_metrics_keep_the_progress_samples(s3_run):
+    samples = s3_run["metrics"]["progress"]
+    assert samples[0] == [0.0, 0, 0.0]
+    assert samples[-1][1] == len(s3_run["rows"])
+    assert [s[1] for s in samples] == sorted(s[1] for s in samples)
+    assert samples[-1][2] == pytest.approx(s3_run["metrics"]["audio_s"], abs=1e-3)
+
+
+def test_report_from_the_job_output(s3_run):
+    page = s3_run["report"].read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    # Nothing fetched: no external scripts, styles, fonts or images.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "@import" not in page and "url(http" not in page
+    # The manifest's text is data: escaped, never markup.
+    assert HTML_REFERENCE not in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quoted&quot; &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "html&lt;&amp;&gt;" in page
+    assert page.count("<svg") == 5  # error rates, durations, throughput, stage times, failures
+    assert "decode: not_found" in page and "asr: unsupported_language" in page
+    assert "s3://corpus/set1/audio/en_wav16k.wav" in page  # the worst rows' audio paths
+
+
+def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
+            f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
+            "--window-size=1400,2600", "--virtual-time-budget=5000", *args,
+        ],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def _console_messages(stderr: str) -> list[str]:
+    # Chromium's own pages (source: chrome://...) log too, e.g. "Slow network is detected" for
+    # its built-in fonts on a busy machine; only what the report's page says counts.
+    lines = [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    return [line for line in lines if "source: chrome://" not in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_report_renders_in_a_headless_browser(s3_run, tmp_path):
+    url = s3_run["report"].resolve().as_uri()
+    dom = _chromium("--dump-dom", url, tmp=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_messages(dom.stderr) == []
+    body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
+    expected = int(re.search(r'data-plots="(\d+)"', body).group(1))
+    drawn = int(re.search(r'data-plots-drawn="(\d+)"', body).group(1))
+    assert expected == 5 and drawn == expected  # every plot in the DOM with a size and drawn shapes
+    for svg in re.findall(r"<svg.*?</svg>", dom.stdout, flags=re.DOTALL):
+        assert svg.count("<path") + svg.count("<use") >= 5
+
+    shot = _chromium(f"--screenshot={tmp_path / 'shot.png'}", url, tmp=tmp_path)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert _console_messages(shot.stderr) == []
+    from PIL import Image
+
+    image = Image.open(tmp_path / "shot.png").convert("RGB")
+    assert image.size == (1400, 2600)
+    colours = image.getcolors(maxcolors=1 << 24)
+    assert len(colours) > 200  # text, bars and lines in several colours, not a blank page
+    SCREENSHOT.write_bytes((tmp_path / "shot.png").read_bytes())
