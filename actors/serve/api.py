@@ -76,6 +76,59 @@ def _audio_error(e: AudioError, param: str) -> ApiError:
     return ApiError(status, redact_text(str(e)), e.category, param)
 
 
+# Defined before the deployment class: Serve serializes the class when it is decorated, and a
+# helper defined after it would be missing in the replica.
+def _alignable(language: str) -> bool:
+    try:
+        check_alignable(language)
+        return True
+    except ApiError:
+        return False
+
+
+async def _ws_error(ws: WebSocket, e: ApiError, code: int) -> None:
+    try:
+        await ws.send_json({"type": "error", **e.body()})
+        await ws.close(code)
+    except Exception:
+        pass  # the client is already gone
+
+
+def _chat_parts(messages: list) -> tuple[str, str]:
+    """(context from system/text parts, the audio URL) of a toolkit-style chat request. Raises
+    ApiError 400 without exactly one audio part."""
+    context: list[str] = []
+    urls: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            raise ApiError(400, "each message must be an object", "invalid_request", "messages")
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "audio_url":
+                url = (part.get("audio_url") or {}).get("url") if isinstance(part.get("audio_url"), dict) else part.get("audio_url")
+                if isinstance(url, str):
+                    urls.append(url)
+            elif part.get("type") == "text" and message.get("role") == "system" and part.get("text"):
+                context.append(str(part["text"]))
+    if len(urls) != 1:
+        raise ApiError(400, f"expected one audio_url content part, got {len(urls)}", "invalid_request", "messages")
+    return "\n".join(context), urls[0]
+
+
+def _data_url(url: str) -> bytes:
+    """The bytes of a base64 ``data:`` URL (RFC 2397). Raises ApiError 400."""
+    header, sep, payload = url.partition(",")
+    if not sep or ";base64" not in header:
+        raise ApiError(400, "data: URLs must be base64 (data:audio/wav;base64,...)", "invalid_audio_url", "audio_url")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "the data: URL is not valid base64", "invalid_audio_url", "audio_url") from None
+
+
 @serve.deployment(name="api")
 @serve.ingress(app)
 class AsrApi:
@@ -318,57 +371,6 @@ class AsrApi:
                     await ws.send_json(out)
                 await ws.close(1000)
                 return
-
-
-def _alignable(language: str) -> bool:
-    try:
-        check_alignable(language)
-        return True
-    except ApiError:
-        return False
-
-
-async def _ws_error(ws: WebSocket, e: ApiError, code: int) -> None:
-    try:
-        await ws.send_json({"type": "error", **e.body()})
-        await ws.close(code)
-    except Exception:
-        pass  # the client is already gone
-
-
-def _chat_parts(messages: list) -> tuple[str, str]:
-    """(context from system/text parts, the audio URL) of a toolkit-style chat request. Raises
-    ApiError 400 without exactly one audio part."""
-    context: list[str] = []
-    urls: list[str] = []
-    for message in messages:
-        if not isinstance(message, dict):
-            raise ApiError(400, "each message must be an object", "invalid_request", "messages")
-        content = message.get("content")
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
-        for part in parts:
-            if not isinstance(part, dict):
-                continue
-            if part.get("type") == "audio_url":
-                url = (part.get("audio_url") or {}).get("url") if isinstance(part.get("audio_url"), dict) else part.get("audio_url")
-                if isinstance(url, str):
-                    urls.append(url)
-            elif part.get("type") == "text" and message.get("role") == "system" and part.get("text"):
-                context.append(str(part["text"]))
-    if len(urls) != 1:
-        raise ApiError(400, f"expected one audio_url content part, got {len(urls)}", "invalid_request", "messages")
-    return "\n".join(context), urls[0]
-
-
-def _data_url(url: str) -> bytes:
-    """The bytes of a base64 ``data:`` URL (RFC 2397). Raises ApiError 400."""
-    header, sep, payload = url.partition(",")
-    if not sep or ";base64" not in header:
-        raise ApiError(400, "data: URLs must be base64 (data:audio/wav;base64,...)", "invalid_audio_url", "audio_url")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "the data: URL is not valid base64", "invalid_audio_url", "audio_url") from None
 
 
 def build(cfg: ServeConfig):
