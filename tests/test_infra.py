@@ -74,6 +74,8 @@ def cluster_spec(doc: dict) -> dict | None:
         return spec.get("rayClusterSpec")
     if doc["kind"] == "RayCronJob":
         return spec["jobTemplate"].get("rayClusterSpec")
+    if doc["kind"] == "RayService":
+        return spec["rayClusterConfig"]
     raise AssertionError(f"unexpected kind {doc['kind']}")
 
 
@@ -221,7 +223,7 @@ def test_yaml_parses(path):
 
 def test_expected_objects_present():
     kinds = {d["kind"] for _, d in KUBE_OBJECTS}
-    assert {"RayCluster", "RayJob", "RayCronJob", "Secret", "ServiceAccount"} <= kinds
+    assert {"RayCluster", "RayJob", "RayCronJob", "RayService", "Secret", "ServiceAccount"} <= kinds
     assert list(LAUNCHER.glob("*.yaml")), "no cluster launcher config"
 
 
@@ -332,8 +334,9 @@ def test_kubernetes_validator_rejects_bad_pod_template(kv):
 
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 # The operator appends suffixes to derive child names: a RayJob's cluster gets 6 characters, a
-# RayCronJob's RayJob a schedule suffix (11 characters, as for a Kubernetes CronJob).
-MAX_NAME = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 36}
+# RayCronJob's RayJob a schedule suffix (11 characters, as for a Kubernetes CronJob), a
+# RayService's cluster a 6-character suffix, as a RayJob's.
+MAX_NAME = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 36, "RayService": 47}
 
 
 @pytest.mark.parametrize("name,doc", RAY_OBJECTS, ids=[n for n, _ in RAY_OBJECTS])

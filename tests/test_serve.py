@@ -455,3 +455,25 @@ def test_prometheus_metrics_on_rays_export(app):
     assert ok and float(ok[0].rsplit(" ", 1)[1]) >= 10
     assert 'engine="asr"' in text and 'engine="align"' in text
     assert KEY not in text and OTHER_KEY not in text
+
+
+# --- the configs (no Ray) ------------------------------------------------------------------------
+
+
+def test_serve_configs_validate_and_fit_the_cluster():
+    import yaml
+
+    from jobs.serve import ServeFile
+    from tests.test_infra import by_kind, cluster_spec, gpus_of
+
+    local = ServeFile.model_validate(yaml.safe_load((REPO / "configs" / "serve.yaml").read_text()))
+    assert local.app.asr.model == "models/tiny-qwen3-asr-synth" and not local.app.auth.allow_anonymous
+    (service,) = by_kind("RayService")
+    cfg = ServeFile.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    app = cfg.app
+    assert cfg.http_options["host"] == "0.0.0.0" and app.auth.api_keys_env == "ASR_API_KEYS"
+    max_gpus = sum(g["maxReplicas"] * gpus_of(g["template"]) for g in cluster_spec(service)["workerGroupSpecs"])
+    asked = app.asr.autoscaling.max_replicas * app.asr.gpus_per_replica + app.align.autoscaling.max_replicas * app.align.gpus_per_replica
+    assert 0 < asked <= max_gpus
+    envs = [e["name"] for g in cluster_spec(service)["workerGroupSpecs"] for e in g["template"]["spec"]["containers"][0]["env"]]
+    assert "ASR_API_KEYS" in envs
