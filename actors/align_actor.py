@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from actors.asr_actor import BusyClock
+from actors.asr_confidence import carry_confidences, mean_log_confidence
 from pipeline.align.plan import Span, align_span, spans_for_row
 from pipeline.align.sentences import sentence_segments
 from pipeline.align.timestamps import enforce_invariants, spread_piled_words
@@ -143,6 +144,12 @@ class AlignActor:
             else:
                 parts, engine_s = result
                 duration = float(durations[i] or 0.0)
+                if self.text_column == "text":  # each ASR chunk's word confidences onto its aligned words
+                    chunk_words = [(c or {}).get("words") for c in (chunks[i] or [])]
+                    parts = [
+                        carry_confidences(part, chunk_words[k] if k < len(chunk_words) else None)
+                        for k, part in enumerate(parts)
+                    ]
                 flat_words = [w for part in parts for w in part]
                 # Pieces are repaired one by one; this guards the seams between them.
                 words[i] = spread_piled_words(enforce_invariants(flat_words, duration), 0.0, duration)
@@ -151,9 +158,10 @@ class AlignActor:
                 word_languages = [
                     chunk_languages[k] if k < len(chunk_languages) else None for k, part in enumerate(parts) for _ in part
                 ]
-                segments_out[i] = sentence_segments(
-                    words[i], language=language_out[i], word_languages=word_languages, **self.sentences
-                )
+                segments_out[i] = [
+                    dict(seg, avg_logprob=mean_log_confidence(seg["words"]))
+                    for seg in sentence_segments(words[i], language=language_out[i], word_languages=word_languages, **self.sentences)
+                ]
                 align_s[i] = engine_s
 
         busy = [0.0] * n

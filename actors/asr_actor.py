@@ -37,6 +37,40 @@ def join_texts(texts: list[str], language: str | None) -> str:
     return sep.join(t.strip() for t in texts if t and t.strip())
 
 
+def transcript_units(text: str, language: str | None) -> list[str]:
+    """The words a chunk's transcript is scored and aligned by: the forced aligner's units
+    (pipeline/align/units.py; script based for a language it does not handle)."""
+    from pipeline.align.units import split_units
+
+    try:
+        return [u.text for u in split_units(text, language)]
+    except ValueError:
+        return [u.text for u in split_units(text, None)]
+
+
+def row_language_probability(
+    language: str | None, languages: list[str | None], probabilities: list[float | None], durations: list[float]
+) -> float | None:
+    """A row's ``language_probability``: over the chunks that detected a language, the
+    duration-weighted mean of each chunk's probability for the row's language, where a chunk that
+    detected another language counts 0 (its answer gave that language, not this one). None when
+    the row has no language or no chunk reported a probability."""
+    if language is None:
+        return None
+    total = weighted = 0.0
+    seen = False
+    for lang, p, d in zip(languages, probabilities, durations):
+        if not lang:
+            continue
+        total += d
+        if lang == language:
+            if p is None:
+                continue
+            seen = True
+            weighted += d * p
+    return weighted / total if seen and total > 0 else None
+
+
 def merge_languages(languages: list[str | None], durations: list[float]) -> str | None:
     """The language spoken longest across chunks; chunks without speech do not vote."""
     totals: dict[str, float] = {}
@@ -87,8 +121,11 @@ class AsrActor:
         max_chunk_s: float = 60.0,
         keep_audio: bool = False,
         language_hints: bool = True,
+        guards: dict | None = None,
+        logprobs: bool = True,
     ):
         from actors.asr_engine import AsrEngine
+        from actors.asr_guards import GuardOptions
         from actors.model_source import resolve_model
 
         start = time.perf_counter()
@@ -104,6 +141,9 @@ class AsrActor:
             engine_kwargs=extra,
             **engine,
         )
+        # Every chunk goes through the output guards (token budget, loops, context echo).
+        self.guards = GuardOptions(**(guards or {}))
+        self.logprobs = logprobs
         self.language = language
         self.language_hints = language_hints
         self.context = context
@@ -113,14 +153,19 @@ class AsrActor:
         self.ready_at = time.time()  # wall clock: benchmarks measure throughput from here
         logger.info("ASR engine for %s ready in %.1fs", model, time.perf_counter() - start)
 
-    async def _one_chunk(self, audio: np.ndarray, context: str, language: str | None) -> dict:
+    async def _one_chunk(self, audio: np.ndarray, context: str, language: str | None, speech_s: float | None) -> dict:
         from actors.asr_engine import EngineDeadError, RowError
 
+        if speech_s is None:  # no VAD: the whole chunk may be speech
+            speech_s = len(audio) / SAMPLE_RATE
         if len(audio) < MIN_CHUNK_S * SAMPLE_RATE:
             audio = np.pad(audio, (0, int(MIN_CHUNK_S * SAMPLE_RATE) - len(audio)))
         self.clock.enter()
         try:
-            return await self.engine.transcribe(audio, context=context, language=language)
+            return await self.engine.transcribe_guarded(
+                audio, context=context, language=language, speech_s=speech_s, guards=self.guards,
+                logprobs=self.logprobs, units=transcript_units,
+            )  # fmt: skip
         except EngineDeadError:
             raise
         except RowError as e:
@@ -128,10 +173,13 @@ class AsrActor:
         finally:
             self.clock.leave()
 
-    async def _one_row(self, samples: np.ndarray, bounds: np.ndarray, context: str, language: str | None):
+    async def _one_row(
+        self, samples: np.ndarray, bounds: np.ndarray, context: str, language: str | None, speech: list[float] | None
+    ):
         pairs = bounds.reshape(-1, 2)
+        speech = speech if speech is not None and len(speech) == len(pairs) else [None] * len(pairs)
         results = await asyncio.gather(
-            *(self._one_chunk(samples[s:e], context, language) for s, e in pairs)
+            *(self._one_chunk(samples[s:e], context, language, sp) for (s, e), sp in zip(pairs, speech))
         )
         return pairs, results
 
@@ -141,7 +189,9 @@ class AsrActor:
         n = batch.num_rows
         flat, offsets = waveforms(batch)
         chunks_col = batch.column("chunks").combine_chunks()
-        error_stage, error, hints, contexts = column_lists(batch, "error_stage", "error", "language_hint", "context")
+        error_stage, error, hints, contexts, chunk_speech, speech_s = column_lists(
+            batch, "error_stage", "error", "language_hint", "context", "chunk_speech_s", "speech_s"
+        )
         if not self.language_hints:
             hints = [None] * n
 
@@ -158,7 +208,7 @@ class AsrActor:
                 error_stage[i], error[i] = "asr", f"unsupported_language: {e}"
                 continue
             context = contexts[i] if contexts[i] is not None else self.context
-            jobs[i] = self._one_row(samples, bounds, context, language)
+            jobs[i] = self._one_row(samples, bounds, context, language, chunk_speech[i])
         try:
             done = await asyncio.gather(*jobs.values())
         except EngineDeadError:
@@ -171,6 +221,8 @@ class AsrActor:
         language_out: list[str | None] = [None] * n
         segments: list[list[dict] | None] = [None] * n
         asr_s: list[float | None] = [None] * n
+        flags: list[list[str] | None] = [None] * n
+        language_p: list[float | None] = [None] * n
         for i, (pairs, results) in zip(jobs.keys(), done):
             failures = [r["error"] for r in results if "error" in r]
             if failures:
@@ -184,21 +236,34 @@ class AsrActor:
                         "end": e / SAMPLE_RATE,
                         "text": r["text"],
                         "language": r["language"],
+                        # The chunk's words with their confidence; times come from the aligner.
+                        "words": [{"text": w["text"], "confidence": w["confidence"]} for w in r["words"]],
+                        "avg_logprob": r["avg_logprob"],
                     }
                 )
             durations = [(e - s) / SAMPLE_RATE for s, e in pairs]
-            language_out[i] = merge_languages([r["language"] for r in results], durations)
+            languages = [r["language"] for r in results]
+            language_out[i] = merge_languages(languages, durations)
+            language_p[i] = row_language_probability(
+                language_out[i], languages, [r["language_probability"] for r in results], durations
+            )
             text[i] = join_texts([r["text"] for r in results], language_out[i])
             segments[i] = segs
             asr_s[i] = float(sum(r["engine_s"] for r in results))
+            row_flags = {f for r in results for f in r["flags"]}
+            if speech_s[i] is not None and not len(pairs):
+                row_flags.add("no_speech")  # VAD found nothing: a result with empty text, not a failure
+            flags[i] = sorted(row_flags)
 
         busy = [0.0] * n
         if n:
             busy[0] = self.clock.take()
-        spent = ["chunks", "error_stage", "error"] + ([] if self.keep_audio else ["samples"])
-        out = batch.drop_columns(spent)
+        spent = ["chunks", "chunk_speech_s", "error_stage", "error"] + ([] if self.keep_audio else ["samples"])
+        out = batch.drop_columns([c for c in spent if c in batch.column_names])
         columns = {
             "language": pa.array(language_out, pa.string()),
+            "language_probability": pa.array(language_p, pa.float64()),
+            "flags": pa.array(flags, pa.list_(pa.string())),
             "text": pa.array(text, pa.string()),
             "segments": pa.array(segments, pa.list_(SEGMENT)),
             # The chunks stay in their own column: the aligner turns `segments` into sentences.

@@ -292,6 +292,9 @@ class AsrEngine:
         context: str = "",
         language: str | None = None,
         prefix: str = "",
+        max_new_tokens: int | None = None,
+        repetition_penalty: float | None = None,
+        logprobs: bool = False,
     ) -> dict:
         """Transcribe one chunk of 16 kHz mono float32 audio.
 
@@ -300,10 +303,19 @@ class AsrEngine:
         does. Unforced it starts with the language tag (``language English<asr_text>...``);
         forced, it is text only. Control tokens (``<|...|>``) are removed from it.
 
+        ``max_new_tokens``: this request's answer budget (default: the engine's);
+        ``repetition_penalty``: vLLM's sampling parameter (1.0 or None = off); ``logprobs``: ask
+        vLLM for the log-probability of each chosen token (``SamplingParams(logprobs=0)``: the
+        chosen token only, no alternatives).
+
         Returns ``{"language", "text", "raw", "engine_s", "num_tokens"}`` (``raw`` and ``text``
-        include the prefix; ``num_tokens`` counts the generated tokens only). Raises
-        :class:`RowError` for a problem with this input and :class:`EngineDeadError` when the
-        engine is gone.
+        include the prefix; ``num_tokens`` counts the generated tokens only), plus
+        ``finish_reason`` (vLLM's: ``"stop"``, or ``"length"`` when the budget ran out),
+        ``token_ids`` (generated ids), ``spans`` (each generated token's ``(start, end)``
+        characters in the generated text ``raw[len(prefix):]``, or None where the tokenizer's
+        pieces cannot be mapped) and ``logprobs`` (natural-log probability of each generated token,
+        or None unless asked for). Raises :class:`RowError` for a problem with this input and
+        :class:`EngineDeadError` when the engine is gone.
         """
         import numpy as np
 
@@ -323,21 +335,144 @@ class AsrEngine:
         prompt += prefix
         request_id = f"asr-{uuid.uuid4().hex}"
         request = {"prompt": prompt, "multi_modal_data": {"audio": (samples, SAMPLE_RATE)}}
-        final, engine_s = await last_output(
-            self._engine.generate(request, self._sampling_params, request_id), lambda: self.is_dead
-        )
+        params = self._sampling_params
+        if max_new_tokens is not None or repetition_penalty is not None or logprobs:
+            params = self._sampling_params.clone()
+            if max_new_tokens is not None:
+                params.max_tokens = max(1, int(max_new_tokens))
+            if repetition_penalty is not None:
+                params.repetition_penalty = float(repetition_penalty)
+            if logprobs:
+                params.logprobs = 0  # the chosen token's log-probability only
+        final, engine_s = await last_output(self._engine.generate(request, params, request_id), lambda: self.is_dead)
 
         if final is None or not final.outputs:
             raise RowError("engine returned no output")
         completion = final.outputs[0]
         raw = prefix + completion.text
         detected, text = parse_asr_output(raw, language)
+        token_ids = list(completion.token_ids)
+        token_logprobs = None
+        if logprobs and completion.logprobs is not None:
+            token_logprobs = [float(step[t].logprob) for step, t in zip(completion.logprobs, token_ids)]
         return {
             "language": detected,
             "text": text,
             "raw": raw,
             "engine_s": engine_s,
-            "num_tokens": len(completion.token_ids),
+            "num_tokens": len(token_ids),
+            "finish_reason": completion.finish_reason,
+            "token_ids": token_ids,
+            "spans": self._char_spans(token_ids, completion.text),
+            "logprobs": token_logprobs,
+        }
+
+    def _char_spans(self, token_ids: list[int], text: str) -> list[tuple[int, int]] | None:
+        """Each token's characters in ``text`` (see actors/asr_confidence.py); None if unmappable."""
+        from actors.asr_confidence import char_spans, token_bytes
+
+        try:
+            tokenizer = self._engine.tokenizer
+            special = set(getattr(tokenizer, "all_special_ids", []) or [])
+            pieces = tokenizer.convert_ids_to_tokens(token_ids)
+        except Exception:  # a tokenizer without these methods: no spans, no word confidence
+            return None
+        return char_spans([token_bytes(p or "", t in special) for p, t in zip(pieces, token_ids)], text)
+
+    async def transcribe_guarded(
+        self,
+        audio: Any,
+        *,
+        context: str = "",
+        language: str | None = None,
+        speech_s: float | None = None,
+        guards: Any = None,
+        logprobs: bool = True,
+        units: Any = None,
+    ) -> dict:
+        """:meth:`transcribe` one chunk under the output guards (actors/asr_guards.py).
+
+        ``speech_s``: seconds of speech in the chunk (VAD; None = unknown, the chunk's length is
+        used); it sets the answer's token budget and the context-echo check. ``guards``: a
+        :class:`actors.asr_guards.GuardOptions` (default settings when None). ``logprobs``: compute
+        confidences. ``units``: ``callable(text, language) -> list[str]``, the words the
+        transcript is scored by (default: whitespace words).
+
+        A looping answer is decoded once more with ``guards.repetition_penalty``; if that still
+        loops, the loop is kept once and the chunk flagged ``repetition``. An answer that echoes the
+        context over little speech is dropped (empty text) and flagged ``context_echo``.
+
+        Returns ``{"language", "text", "engine_s", "num_tokens", "flags", "avg_logprob",
+        "language_probability", "words"}``: ``engine_s`` and ``num_tokens`` add up every request;
+        ``flags`` is a list of flag names; ``words`` is ``[{"text", "confidence"}]`` for the
+        transcript's units (confidence None without log-probabilities). Raises as :meth:`transcribe`.
+        """
+        import numpy as np
+
+        from actors import asr_confidence as conf
+        from actors import asr_guards as g
+
+        options = guards or g.GuardOptions()
+        if speech_s is None:
+            speech_s = float(np.asarray(audio).shape[-1]) / SAMPLE_RATE
+        budget = g.token_budget(speech_s, options, self.max_new_tokens)
+        result = await self.transcribe(audio, context=context, language=language, max_new_tokens=budget, logprobs=logprobs)
+        flags: list[str] = []
+        engine_s, num_tokens = result["engine_s"], result["num_tokens"]
+        loop = g.find_repetition(result["token_ids"], options.min_repeats, options.max_ngram)
+        if loop is not None:
+            flags.append(g.REPETITION_RETRIED)
+            retry = await self.transcribe(
+                audio, context=context, language=language, max_new_tokens=budget,
+                repetition_penalty=options.repetition_penalty, logprobs=logprobs,
+            )  # fmt: skip
+            engine_s += retry["engine_s"]
+            num_tokens += retry["num_tokens"]
+            result = retry
+            loop = g.find_repetition(result["token_ids"], options.min_repeats, options.max_ngram)
+        raw, spans, token_logprobs = result["raw"], result["spans"], result["logprobs"]
+        detected, text = result["language"], result["text"]
+        if loop is not None:
+            flags.append(g.REPETITION)
+            if spans is not None:
+                raw = g.collapse_span(raw, spans, loop)
+                detected, text = parse_asr_output(raw, language)
+                # The removed copies' tokens go; the tokens after them shift left by the cut.
+                start, n, copies = loop
+                removed = range(start + n, start + n * copies)
+                shift = spans[removed[-1]][1] - spans[removed[0]][0]
+                keep = [i for i in range(len(spans)) if i not in removed]
+                spans = [(spans[i][0] - shift, spans[i][1] - shift) if i > removed[-1] else spans[i] for i in keep]
+                token_logprobs = None if token_logprobs is None else [token_logprobs[i] for i in keep]
+        if result["finish_reason"] == "length":
+            flags.append(g.TOKEN_LIMIT)
+        if text and g.is_context_echo(text, context, speech_s, options):
+            flags.append(g.CONTEXT_ECHO)
+            text = ""
+
+        forced = normalize_language(language) is not None
+        avg = lang_p = None
+        words: list[dict] = []
+        split = units or (lambda t, _lang: t.split())
+        if token_logprobs is not None and spans is not None and len(spans) == len(token_logprobs):
+            start = conf.transcript_start(raw, forced)
+            avg = conf.avg_logprob(spans, token_logprobs, start) if text else None
+            lang_p = None if forced else conf.language_probability(raw, spans, token_logprobs)
+            if text:
+                unit_texts = split(text, detected)
+                words = [{"text": u, "confidence": c} for u, c in
+                         zip(unit_texts, conf.unit_confidences(unit_texts, raw, spans, token_logprobs, start))]  # fmt: skip
+        elif text:
+            words = [{"text": u, "confidence": None} for u in split(text, detected)]
+        return {
+            "language": detected,
+            "text": text,
+            "engine_s": engine_s,
+            "num_tokens": num_tokens,
+            "flags": flags,
+            "avg_logprob": avg,
+            "language_probability": lang_p,
+            "words": words,
         }
 
     def shutdown(self) -> None:

@@ -168,6 +168,21 @@ class StageConfig(_Strict):
     )
 
 
+class VadConfig(_Strict):
+    """Speech-activity detection (pipeline/audio/vad.py, Silero VAD) on the decode workers: only
+    speech is sent to the engine. Defaults of the first four are silero-vad's."""
+
+    enabled: bool = Field(default=True, description="false: every second of audio is sent to the engine (chunks cut at quiet points)")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="Frame speech probability at which speech starts (ends below threshold - 0.15)")
+    min_speech_s: float = Field(default=0.25, ge=0, description="Shorter speech regions are dropped")
+    min_silence_s: float = Field(default=0.1, ge=0, description="Non-speech this long ends a speech region")
+    pad_s: float = Field(default=0.03, ge=0, le=1, description="Audio kept before and after each speech region")
+    max_gap_s: float = Field(
+        default=1.0, ge=0,
+        description="Non-speech gaps up to this long stay inside a chunk (pauses); longer ones end it and are never sent",
+    )
+
+
 class PoolConfig(_Strict):
     min_size: int = Field(default=1, ge=1)
     max_size: int = Field(default=1, ge=1)
@@ -201,6 +216,20 @@ class EngineConfig(_Strict):
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other AsyncEngineArgs field")
 
 
+class GuardConfig(_Strict):
+    """Guards on each chunk's answer (actors/asr_guards.py): token budget, loops, context echo."""
+
+    tokens_per_s: float = Field(default=15.0, gt=0, description="Answer tokens allowed per second of speech in the chunk")
+    token_margin: int = Field(default=24, ge=0, description="Tokens added to every chunk's budget (language tag, end token)")
+    min_repeats: int = Field(default=5, ge=2, description="An n-gram of tokens repeated this many times in a row is a loop")
+    max_ngram: int = Field(default=10, ge=1, description="Longest n-gram (tokens) the loop check looks for")
+    repetition_penalty: float = Field(
+        default=1.3, gt=0, le=2, description="vLLM repetition_penalty for the one retry of a looping chunk (1 = none)"
+    )
+    echo_min_overlap: float = Field(default=0.8, gt=0, le=1, description="Share of the answer's words found in the context")
+    echo_max_speech_s: float = Field(default=1.0, ge=0, description="... from a chunk with less speech than this: a context echo, dropped")
+
+
 class AsrConfig(_Strict):
     model: str = Field(
         default="Qwen/Qwen3-ASR-0.6B",
@@ -213,7 +242,11 @@ class AsrConfig(_Strict):
     # default batched-token budget) and it also fits the forced aligner's 180 s limit, so the
     # aligner can reuse ASR chunks as they are.
     max_chunk_s: float = Field(default=60.0, gt=0, le=1200)
-    max_new_tokens: int = Field(default=512, gt=0)
+    max_new_tokens: int = Field(default=512, gt=0, description="Most answer tokens per chunk (guards.tokens_per_s lowers it per chunk)")
+    guards: GuardConfig = Field(default_factory=GuardConfig)
+    logprobs: bool = Field(
+        default=True, description="Ask the engine for token log-probabilities: avg_logprob, word confidence, language_probability"
+    )
     language: str | None = Field(
         default=None, description="Force this language for every row (else per-row hint or auto)"
     )
@@ -319,6 +352,7 @@ class PipelineSections(JobBase):
     runs the transcribe job once per run with them)."""
 
     decode: StageConfig = Field(default_factory=StageConfig)
+    vad: VadConfig = Field(default_factory=VadConfig)
     asr: AsrConfig = Field(default_factory=AsrConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)

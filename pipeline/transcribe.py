@@ -204,7 +204,7 @@ def restarts(pool) -> dict:
 
 
 def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.data.Dataset:
-    """The CPU stage: decode, resample to 16 kHz mono, plan chunks."""
+    """The CPU stage: decode, resample to 16 kHz mono, detect speech (transcribe job), plan chunks."""
     transcribing = isinstance(cfg, JobConfig)
     return manifest.map_batches(
         decode_batch,
@@ -219,6 +219,8 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
             "audio_stream": cfg.decode.audio_stream,
             "allowed_hosts": list(cfg.input.allowed_hosts),
             "allow_local_paths": cfg.input.allow_local_paths,
+            # Speech detection serves the engine: the align job aligns its text over the whole recording.
+            "vad": cfg.vad.model_dump() if transcribing else None,
         },
         batch_format="pyarrow",
         batch_size=cfg.decode.batch_size,
@@ -261,6 +263,8 @@ def build_pipeline(
                 "model_cache_dir": asr.model_cache_dir,
                 "storage_options": dict(cfg.input.storage_options),
                 "max_new_tokens": asr.max_new_tokens,
+                "guards": asr.guards.model_dump(),
+                "logprobs": asr.logprobs,
                 "language": asr.language,
                 "context": asr.context,
                 "engine": engine_options(asr.engine, gpus),

@@ -1,4 +1,5 @@
-"""CPU stage: decode, downmix, resample to 16 kHz and plan chunks, one output row per input row.
+"""CPU stage: decode, downmix, resample to 16 kHz, detect speech (VAD) and plan chunks, one output
+row per input row.
 
 Runs as Ray tasks on CPU workers so the GPU actors only ever see ready waveforms. Waveforms travel
 as Arrow list<float32> built from one contiguous buffer (no per-sample Python objects).
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from pipeline.audio.chunking import plan_chunks
 from pipeline.audio.decode import AudioError, decode_audio
+from pipeline.audio.vad import VadError, VadOptions, detect_speech, plan_speech_chunks
 from pipeline.audio.worker_malloc import keep_freed_memory
 from pipeline.io.schema import with_columns
 from pipeline.redact import redact_text, redact_url, secret_values
@@ -48,8 +50,16 @@ def decode_batch(
     allow_local_paths: bool = True,
     on_truncation: str = "fail",
     audio_stream: int = 0,
+    vad: dict | None = None,
 ) -> pa.Table:
     """For `map_batches(batch_format="pyarrow", fn_kwargs=...)`.
+
+    ``vad``: the ``vad`` config section as a dict (``enabled``, ``threshold``, ``min_speech_s``,
+    ``min_silence_s``, ``pad_s``, ``max_gap_s``); None or not enabled = no speech detection,
+    chunks cover the whole recording. With VAD, chunks cover the speech regions only
+    (pipeline/audio/vad.py) and each row gets ``speech_s`` (seconds of detected speech, 0 for a
+    recording without speech, which then has no chunks) and the internal ``chunk_speech_s``
+    (speech seconds per chunk, for the engine's token budget).
 
     Error messages and the `audio` column leave this stage without credentials (URL userinfo,
     presigned query values, anything in `storage_options`): nothing after it needs them.
@@ -67,6 +77,12 @@ def decode_batch(
     duration = [None] * n
     decode_s = [None] * n
     warnings: list[list[str] | None] = [None] * n
+    speech_s: list[float | None] = [None] * n
+    chunk_speech: list[list[float] | None] = [None] * n
+    vad = dict(vad or {})
+    use_vad = bool(vad.pop("enabled", False))
+    max_gap_s = float(vad.pop("max_gap_s", 1.0))
+    vad_options = VadOptions(**vad) if use_vad else None
     # A row the manifest stage already failed (a bad line, a duplicate id) passes through as is.
     error_stage, error = _column(batch, "error_stage"), _column(batch, "error")
     sources = _column(batch, "audio")
@@ -100,9 +116,18 @@ def decode_batch(
                 on_truncation=on_truncation,  # type: ignore[arg-type]
                 audio_stream=audio_stream,
             )
-            bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
+            if vad_options is not None:
+                regions = detect_speech(decoded.samples, vad_options)
+                bounds, chunk_speech[i] = plan_speech_chunks(decoded.samples, regions, SAMPLE_RATE, max_chunk_s, max_gap_s)
+                speech_s[i] = sum(e - s for s, e in regions) / SAMPLE_RATE
+            else:
+                bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
         except AudioError as e:
             error_stage[i], error[i] = "decode", redact_text(f"{e.category}: {e}", known)
+            samples.append(np.empty(0, np.float32))
+            chunks.append(np.empty(0, np.int64))
+        except VadError as e:  # the VAD model is missing or broken: the install, not the file
+            error_stage[i], error[i] = "decode", f"vad_error: {e}"
             samples.append(np.empty(0, np.float32))
             chunks.append(np.empty(0, np.int64))
         except Exception as e:  # a bad file must not take the batch down with it
@@ -132,6 +157,8 @@ def decode_batch(
         "duration_s": pa.array(duration, pa.float64()),
         "decode_s": pa.array(decode_s, pa.float64()),
         "decode_warnings": pa.array(warnings, pa.list_(pa.string())),
+        "speech_s": pa.array(speech_s, pa.float64()),
+        "chunk_speech_s": pa.array(chunk_speech, pa.list_(pa.float64())),
         "error_stage": pa.array(error_stage, pa.string()),
         "error": pa.array(error, pa.string()),
     }

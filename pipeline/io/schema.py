@@ -11,11 +11,15 @@ from typing import Any
 import pyarrow as pa
 
 # A word with its times; ``repaired``: its times were spread by the word-time repair
-# (pipeline/align/timestamps.py), not read from the aligner's slots.
+# (pipeline/align/timestamps.py), not read from the aligner's slots; ``confidence``: the ASR
+# engine's probability for the word, 0-1 (actors/asr_confidence.py), null without log-probabilities.
 WORD = pa.struct(
-    [("text", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("repaired", pa.bool_())]
-)
-# A segment: an ASR chunk (``words`` null) or, once aligned, a sentence with its words.
+    [("text", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("repaired", pa.bool_()),
+     ("confidence", pa.float64())]
+)  # fmt: skip
+# A segment: an ASR chunk (its ``words`` with confidences but no times) or, once aligned, a
+# sentence with its words. ``avg_logprob``: mean natural-log probability of its tokens (an ASR
+# chunk), or of its words' confidences (a sentence); null without log-probabilities.
 SEGMENT = pa.struct(
     [
         ("start", pa.float64()),
@@ -23,6 +27,7 @@ SEGMENT = pa.struct(
         ("text", pa.string()),
         ("language", pa.string()),
         ("words", pa.list_(WORD)),
+        ("avg_logprob", pa.float64()),
     ]
 )
 
@@ -66,7 +71,13 @@ OUTPUT_SCHEMA = pa.schema(
         ("context", pa.string()),
         ("reference", pa.string()),
         ("language", pa.string()),
+        # Probability of the detected language (0-1, from its name's tokens); null when forced.
+        ("language_probability", pa.float64()),
         ("text", pa.string()),
+        # Seconds of detected speech (VAD); null when VAD is off.
+        ("speech_s", pa.float64()),
+        # Output guards that applied (actors/asr_guards.py: repetition, context_echo, ...); [] for none.
+        ("flags", pa.list_(pa.string())),
         ("segments", pa.list_(SEGMENT)),
         ("asr_chunks", pa.list_(SEGMENT)),
         ("words", pa.list_(WORD)),
@@ -90,7 +101,7 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 # Columns that exist only between stages and never reach the output.
-INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "duration_hint_s", "engine_busy_s", "engine_ready_at", "align_busy_s")
+INTERNAL_COLUMNS = ("audio_bytes", "samples", "chunks", "chunk_speech_s", "duration_hint_s", "engine_busy_s", "engine_ready_at", "align_busy_s")
 
 
 def error_category(message: str | None) -> str | None:
