@@ -310,6 +310,14 @@ def render_report(metrics: dict, summary: OutputSummary, *, output: str = "", kn
     if m.get("align"):
         a = m["align"]
         tiles.append((_num(a.get("rows_aligned"), ","), f"rows aligned ({_num(a.get('words'), ',')} words)", False))
+    if m.get("vad"):
+        v = m["vad"]
+        share = v.get("speech_share")
+        tiles.append((_num(100 * share if share is not None else None, ".1f", "%"), "speech share (VAD)", False))
+        tiles.append((_num(v.get("engine_s_saved_estimate"), ",.1f"), f"engine s saved (~, {_num(v.get('audio_s_not_sent'), ',.1f')} audio s not sent)", False))
+    for flag, rows in sorted((m.get("flags") or {}).items()):
+        # Loops and echoes are results to look at; no_speech and a retry that worked are not.
+        tiles.append((_num(rows, ","), f"rows flagged {flag}", flag in ("repetition", "context_echo", "token_limit")))
     if m.get("label"):
         lab = m["label"]
         tiles.append((f"{lab.get('kept', 0):,} / {lab.get('utterances', 0):,}", "utterances kept", False))

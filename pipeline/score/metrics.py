@@ -82,8 +82,21 @@ def _add_keys(batch: pa.Table) -> pa.Table:
         warned = pc.and_(ok, warned).cast(pa.int64())
     else:
         warned = pa.array([0] * n, pa.int64())
+    # Speech detection: rows that went through VAD have speech_s (0 = no speech found); the audio
+    # sent to the engine is what their ASR chunks cover.
+    if "speech_s" in batch.column_names:
+        vad_rows = pc.and_(ok, pc.is_valid(batch.column("speech_s")))
+    else:
+        vad_rows = pa.array([False] * n)
+    chunks = batch.column("asr_chunks").to_pylist() if "asr_chunks" in batch.column_names else [None] * n
+    sent = pa.array([sum(c["end"] - c["start"] for c in row or ()) if o else 0.0 for row, o in zip(chunks, ok_list)], pa.float64())
     return pa.table(
         {
+            "vad_rows": vad_rows.cast(pa.int64()),
+            "vad_audio_s": pc.if_else(vad_rows, num("duration_s", pa.float64()), 0.0),
+            "speech_s": pc.if_else(vad_rows, num("speech_s", pa.float64()), 0.0),
+            "no_speech_rows": pc.and_(vad_rows, pc.equal(num("speech_s", pa.float64()), 0.0)).cast(pa.int64()),
+            "sent_audio_s": sent,
             "aligned_audio_s": pc.if_else(aligned, num("duration_s", pa.float64()), 0.0),
             "aligned": aligned.cast(pa.int64()),
             "words": pc.if_else(ok, words, 0),
@@ -117,7 +130,8 @@ def _add_keys(batch: pa.Table) -> pa.Table:
 
 _SUMS = (
     "lid_rows", "lid_correct", "audio_s", "decode_s", "asr_s", "engine_busy_s", "segments", "aligned_audio_s", "aligned",
-    "words", "words_repaired", "align_s", "align_busy_s", "decode_warned",
+    "words", "words_repaired", "align_s", "align_busy_s", "decode_warned", "vad_rows", "vad_audio_s", "speech_s",
+    "no_speech_rows", "sent_audio_s",
 )  # fmt: skip
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
@@ -151,17 +165,36 @@ def _partial(batch: pa.Table) -> pa.Table:
             "groups": [json.dumps(groups)],
             "failures": [json.dumps({g["fail_key"]: g["fail_key_count"] for g in failures})],
             "skips": [json.dumps({g["skip_key"]: g["skip_key_count"] for g in skips})],
+            "flags": [json.dumps(_flag_counts(batch))],
         }
     )
 
 
+def _flag_counts(batch: pa.Table) -> dict[str, int]:
+    """Rows carrying each output-guard flag (actors/asr_guards.py), written rows only."""
+    if "flags" not in batch.column_names:
+        return {}
+    counts: dict[str, int] = {}
+    errors = batch.column("error").to_pylist()
+    for row_flags, err in zip(batch.column("flags").to_pylist(), errors):
+        if err is None:
+            for flag in set(row_flags or ()):
+                counts[flag] = counts.get(flag, 0) + 1
+    return counts
+
+
 def _combine(parts: list[dict]) -> tuple[dict, list[dict], dict, dict]:
-    """Partial aggregates -> (sums, groups by (language, unit), failures, skips)."""
+    """Partial aggregates -> (sums, groups by (language, unit), failures, skips); the flag counts
+    land in ``sums["flags"]``."""
     total = {c: 0.0 for c in _SUMS}
     groups: dict[tuple, dict] = {}
     failures: dict[str, int] = {}
     skips: dict[str, int] = {}
+    flags: dict[str, int] = {}
+    total["flags"] = flags
     for part in parts:
+        for k, v in json.loads(part.get("flags") or "{}").items():
+            flags[k] = flags.get(k, 0) + v
         for c in _SUMS:
             total[c] += part[f"sum_{c}"]
         for g in json.loads(part["groups"]):
@@ -232,6 +265,23 @@ def collect_metrics(
     audio_s = total["audio_s"]
     engine_s = total["engine_busy_s"]
     transcribing = isinstance(cfg, JobConfig)
+    vad = None
+    if transcribing and total["vad_rows"]:
+        sent, vad_audio = total["sent_audio_s"], total["vad_audio_s"]
+        not_sent = max(0.0, vad_audio - sent)
+        vad = {
+            "rows": int(total["vad_rows"]),
+            "rows_without_speech": int(total["no_speech_rows"]),
+            "audio_s": vad_audio,
+            "speech_s": total["speech_s"],
+            "speech_share": total["speech_s"] / vad_audio if vad_audio else None,
+            # What the engine was given (speech and the short pauses kept inside chunks) and not.
+            "audio_s_sent": sent,
+            "audio_s_not_sent": not_sent,
+            # Engine seconds the unsent audio would have cost at this run's engine seconds per
+            # sent audio second (an estimate: the engine's cost is not linear in audio length).
+            "engine_s_saved_estimate": not_sent * engine_s / sent if sent else None,
+        }
     return {
         "job": "transcribe" if transcribing else "align",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -257,6 +307,9 @@ def collect_metrics(
             "align_engine_busy_s": total["align_busy_s"],
         },
         "align": align,
+        "vad": vad,
+        # Written rows per output-guard flag (repetition, repetition_retried, context_echo, token_limit, no_speech).
+        "flags": dict(sorted(total["flags"].items())),
         # Rows whose manifest names their language: how often the detected one matched.
         "language_id": {
             "rows": int(total["lid_rows"]),
@@ -312,6 +365,15 @@ def print_summary(m: dict) -> None:
             f"RTFx {_fmt(a['rtfx'])}, skipped {a['rows_skipped']}"
             + (f", {a['subtitle_files']} subtitle files" if a["subtitle_files"] else "")
         )
+    if m.get("vad"):
+        v = m["vad"]
+        lines.append(
+            f"speech (VAD): {v['speech_s']:.1f} of {v['audio_s']:.1f} audio s ({100 * (v['speech_share'] or 0):.1f} %), "
+            f"{v['audio_s_not_sent']:.1f} s not sent to the engine (~{_fmt(v['engine_s_saved_estimate'], '.1f')} engine s saved), "
+            f"{v['rows_without_speech']} rows without speech"
+        )
+    if m.get("flags"):
+        lines.append("flags: " + ", ".join(f"{k} x{v}" for k, v in m["flags"].items()))
     if m.get("rows_with_decode_warnings"):
         lines.append(f"decode warnings: {m['rows_with_decode_warnings']} written rows lost part of their audio (see their decode_warnings)")
     if m["failures_by_reason"]:
