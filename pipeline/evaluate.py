@@ -25,6 +25,7 @@ from pipeline.config import (
     RayConfig,
     ScoreConfig,
     StageConfig,
+    VadConfig,
     _Strict,
 )  # fmt: skip
 from pipeline.io import storage
@@ -76,6 +77,11 @@ class EvaluateConfig(JobBase):
     test_sets: list[TestSet] = Field(min_length=1)
     output: EvaluateOutput = Field(default_factory=EvaluateOutput)
     decode: StageConfig = Field(default_factory=StageConfig)
+    vad: VadConfig = Field(default_factory=VadConfig)
+    compare_vad: bool = Field(
+        default=False,
+        description="Run every test set a second time with VAD off (output under <name>-no-vad/): WER and engine seconds side by side",
+    )
     asr: AsrConfig = Field(default_factory=AsrConfig, description="Model and engine; the protocol fields are fixed")
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -87,7 +93,9 @@ class EvaluateConfig(JobBase):
             raise ValueError(f"test set names must be unique, got {names}")
         return sets
 
-    def job_config(self, test_set: TestSet) -> JobConfig:
+    def job_config(self, test_set: TestSet, *, vad: bool | None = None, folder: str | None = None) -> JobConfig:
+        """The transcribe job of one test set; ``vad`` overrides ``vad.enabled``, ``folder`` the
+        output folder's name (default: the set's name)."""
         asr = self.asr.model_copy(
             update={"max_new_tokens": PROTOCOL["max_new_tokens"], "language": None, "language_hints": False, "context": ""}
         )
@@ -102,11 +110,12 @@ class EvaluateConfig(JobBase):
                 limit=test_set.limit,
             ),
             output=OutputConfig(
-                path=storage.join(self.output.path, test_set.name),
+                path=storage.join(self.output.path, folder or test_set.name),
                 storage_options=self.output.storage_options,
                 overwrite=True,  # an evaluation is a measurement: never mixed with an earlier one
             ),
             decode=self.decode,
+            vad=self.vad if vad is None else self.vad.model_copy(update={"enabled": vad}),
             asr=asr,
             score=ScoreConfig(enabled=True),
             ray=self.ray,
@@ -131,6 +140,40 @@ def set_rows(name: str, metrics: dict) -> list[dict]:
     return rows
 
 
+def vad_summary(metrics: dict) -> dict:
+    """What one run says about speech detection and cost: corpus WER, engine seconds (busy and
+    summed per request), audio sent to the engine, speech share, flags."""
+    corpus = ((metrics.get("wer") or {}).get("corpus") or {})
+    word = corpus.get("word") or next(iter(corpus.values()), {})
+    stage = metrics.get("stage_s") or {}
+    vad = metrics.get("vad") or {}
+    return {
+        "vad": bool(vad),
+        "error_rate": word.get("error_rate"),
+        "errors": word.get("errors"),
+        "ref_units": word.get("ref_units"),
+        "engine_busy_s": stage.get("asr_engine_busy_s"),
+        "engine_request_s": stage.get("asr_request_s"),
+        "audio_s": metrics.get("audio_s"),
+        "audio_s_sent": vad.get("audio_s_sent", metrics.get("audio_s")),
+        "speech_share": vad.get("speech_share"),
+        "flags": metrics.get("flags") or {},
+    }
+
+
+def read_results(path: str, storage_options: dict) -> list[dict]:
+    """The rows of a run's results/ (the columns the confidence check reads)."""
+    import pyarrow.dataset as pads
+
+    fs, root = storage.arrow_fs(storage.join(path, "results"), storage_options)
+    columns = ["id", "reference", "language", "language_hint", "language_probability", "asr_chunks", "error"]
+    try:
+        table = pads.dataset(root, filesystem=fs, format="parquet").to_table(columns=columns)
+    except (FileNotFoundError, OSError):
+        return []
+    return table.to_pylist()
+
+
 def _counts(c: dict) -> dict:
     return {k: c.get(k) for k in ("rows", "errors", "substitutions", "deletions", "insertions", "ref_units", "error_rate")}
 
@@ -149,6 +192,42 @@ def to_markdown(result: dict) -> str:
         "| test set | language | WER/CER | S | D | I | N | rows | LID acc. | engine RTFx | e2e audio s/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    lines_after: list[str] = []
+    conf_rows = [s for s in result["sets"] if s.get("confidence")]
+    if conf_rows:
+        lines_after += [
+            "",
+            "Confidence: AUROC of word confidence for telling wrong words from right ones, and language_probability of "
+            "rows whose detected language is right vs wrong (0.5 = no information, 1 = perfect).",
+            "",
+            "| test set | words right / wrong | mean conf. right | mean conf. wrong | word AUROC | "
+            "rows LID right / wrong | mean lang. p right | mean lang. p wrong | lang. AUROC |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in conf_rows:
+            w, lg = s["confidence"]["words"], s["confidence"]["language"]
+            lines_after.append(
+                f"| {s['name']} | {w['right']} / {w['wrong']} | {num(w['mean_confidence_right'], '.3f')} | "
+                f"{num(w['mean_confidence_wrong'], '.3f')} | {num(w['auroc'], '.3f')} | {lg['rows_right']} / {lg['rows_wrong']} | "
+                f"{num(lg['mean_probability_right'], '.3f')} | {num(lg['mean_probability_wrong'], '.3f')} | {num(lg['auroc'], '.3f')} |"
+            )
+    compared = [s for s in result["sets"] if s.get("vad_comparison")]
+    if compared:
+        lines_after += [
+            "",
+            "Speech detection: the same set with VAD on and off (one run). Engine s: the ASR engine's busy seconds.",
+            "",
+            "| test set | VAD | WER | errors / N | engine s | audio s sent / total | speech share | flags |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for s in compared:
+            for label, v in (("on", s["vad_comparison"]["on"]), ("off", s["vad_comparison"]["off"])):
+                flags = ", ".join(f"{k} {n}" for k, n in sorted(v["flags"].items())) or "-"
+                lines_after.append(
+                    f"| {s['name']} | {label} | {pct(v['error_rate'])} | {v['errors']} / {v['ref_units']} | "
+                    f"{num(v['engine_busy_s'], '.2f')} | {num(v['audio_s_sent'])} / {num(v['audio_s'])} | "
+                    f"{pct(v['speech_share'])} | {flags} |"
+                )
     for r in result["table"]:
         metric = "WER" if r["unit"] == "word" else "CER"
         lines.append(
@@ -156,6 +235,7 @@ def to_markdown(result: dict) -> str:
             f"{r['deletions']} | {r['insertions']} | {r['ref_units']} | {r['rows']} | {pct(r['language_id_accuracy'])} | "
             f"{num(r['engine_rtfx'])} | {num(r['throughput_audio_s_per_s'])} |"
         )
+    lines += lines_after
     failed = {s["name"]: s for s in result["sets"] if s["rows_failed"]}
     if failed:
         lines += ["", "Failed rows (not scored): " + ", ".join(f"{n}: {s['rows_failed']}" for n, s in failed.items())]
@@ -176,7 +256,17 @@ def run_evaluation(cfg: EvaluateConfig, run_job=None) -> dict:
         result = run_job(cfg.job_config(test_set))
         m = result.metrics
         versions = m.get("versions", versions)
+        out_path = storage.join(cfg.output.path, test_set.name)
+        comparison = None
+        if cfg.compare_vad:
+            logger.info("evaluating %s again with VAD off", test_set.name)
+            off = run_job(cfg.job_config(test_set, vad=False, folder=f"{test_set.name}-no-vad"))
+            comparison = {"on": vad_summary(m), "off": vad_summary(off.metrics)}
+        from pipeline.score.confidence import confidence_report
+
         sets.append({
+            "confidence": confidence_report(read_results(out_path, cfg.output.storage_options)),
+            "vad_comparison": comparison,
             "name": test_set.name,
             "manifest": redact_url(test_set.manifest),
             "output": redact_url(storage.join(cfg.output.path, test_set.name)),
