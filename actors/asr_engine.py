@@ -434,16 +434,20 @@ class AsrEngine:
         detected, text = result["language"], result["text"]
         if loop is not None:
             flags.append(g.REPETITION)
-            if spans is not None:
+            token_ids = list(result["token_ids"])
+            # Every loop is kept once, the longest first (a long answer can hold several).
+            while loop is not None and spans is not None:
                 raw = g.collapse_span(raw, spans, loop)
-                detected, text = parse_asr_output(raw, language)
                 # The removed copies' tokens go; the tokens after them shift left by the cut.
                 start, n, copies = loop
                 removed = range(start + n, start + n * copies)
                 shift = spans[removed[-1]][1] - spans[removed[0]][0]
                 keep = [i for i in range(len(spans)) if i not in removed]
                 spans = [(spans[i][0] - shift, spans[i][1] - shift) if i > removed[-1] else spans[i] for i in keep]
+                token_ids = [token_ids[i] for i in keep]
                 token_logprobs = None if token_logprobs is None else [token_logprobs[i] for i in keep]
+                loop = g.find_repetition(token_ids, options.min_repeats, options.max_ngram)
+            detected, text = parse_asr_output(raw, language)
         if result["finish_reason"] == "length":
             flags.append(g.TOKEN_LIMIT)
         if text and g.is_context_echo(text, context, speech_s, options):

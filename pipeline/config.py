@@ -446,6 +446,16 @@ class FilterConfig(_Strict):
     min_rms_db: float | None = Field(default=-50.0, description="Quieter audio (dBFS) is treated as non-speech")
     reject_empty: bool = Field(default=True, description="No letters or digits in the transcript")
     reject_language_mismatch: bool = Field(default=True, description="Detected language differs from the manifest's hint")
+    min_confidence: float | None = Field(
+        default=0.5, ge=0, le=1, description="Mean word confidence (the ASR engine's probability, 0-1) below this: unreliable text"
+    )
+    min_speech_share: float | None = Field(
+        default=0.5, ge=0, le=1, description="Share of the utterance inside detected speech (VAD chunks) below this: mostly non-speech"
+    )
+    reject_flags: list[str] = Field(
+        default_factory=lambda: ["repetition", "context_echo", "token_limit"],
+        description="Output-guard flags of the recording that reject its utterances (see the flags column)",
+    )
     max_agreement_wer: float | None = Field(
         default=0.3, ge=0, description="WER between the two models' transcripts (needs agreement.enabled)"
     )

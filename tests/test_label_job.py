@@ -28,7 +28,7 @@ MIN_S = 0.1
 PERMISSIVE = [
     "filter.min_units_per_s=null", "filter.max_units_per_s=null", "filter.max_repeats=null",
     "filter.max_compression_ratio=null", "filter.min_rms_db=null", "filter.reject_empty=false",
-    "filter.max_agreement_wer=null",
+    "filter.max_agreement_wer=null", "filter.min_confidence=null", "filter.min_speech_share=null", "filter.reject_flags=[]",
 ]  # fmt: skip
 
 
@@ -143,6 +143,10 @@ def test_decisions_follow_the_signals_and_the_filter(label_run):
         assert ("too_short" in keys) == (u["duration_s"] < MIN_S)
         assert ("empty" in keys) == bool(u["empty"])
         assert f.max_agreement_wer is None and "disagreement" not in keys
+        # The engine's signals reach every utterance (the filters on them are opened here).
+        assert u["confidence"] is None or 0 < u["confidence"] <= 1
+        assert u["speech_share"] is None or 0 <= u["speech_share"] <= 1
+        assert isinstance(u["flags"], list) and "low_confidence" not in keys and "flagged" not in keys
         if u["agreement_text"] is not None:  # candidates: the second model ran
             assert not keys and u["agreement_wer"] >= 0
         else:  # rejected before the second model

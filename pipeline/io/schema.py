@@ -49,6 +49,10 @@ UTTERANCE = pa.struct(
         ("rms_db", pa.float64()),
         ("empty", pa.bool_()),
         ("language_mismatch", pa.bool_()),
+        # Mean ASR confidence of its words; share of it inside the speech the engine was given; its recording's flags.
+        ("confidence", pa.float64()),
+        ("speech_share", pa.float64()),
+        ("flags", pa.list_(pa.string())),
         ("agreement_text", pa.string()),
         ("agreement_language", pa.string()),
         ("agreement_wer", pa.float64()),

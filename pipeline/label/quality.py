@@ -22,7 +22,7 @@ _WORD_CHAR = re.compile(r"[^\W_]", re.UNICODE)
 
 REASONS = (
     "too_short", "too_long", "empty", "non_speech", "speech_rate", "repetition",
-    "language_mismatch", "disagreement", "agreement_error",
+    "language_mismatch", "disagreement", "agreement_error", "low_confidence", "flagged",
 )  # fmt: skip
 
 
@@ -82,10 +82,16 @@ class Signals:
     rms_db: float
     empty: bool
     language_mismatch: bool
+    # Mean confidence of the utterance's words (None without log-probabilities); share of the
+    # utterance inside the ASR chunks (speech, with VAD; None when unknown); the recording's flags.
+    confidence: float | None = None
+    speech_share: float | None = None
+    flags: tuple[str, ...] = ()
 
 
 def measure(
-    text: str, language: str | None, hint: str | None, audio: np.ndarray, sample_rate: int, speech_s: float
+    text: str, language: str | None, hint: str | None, audio: np.ndarray, sample_rate: int, speech_s: float,
+    *, confidence: float | None = None, speech_share: float | None = None, flags: tuple[str, ...] = (),
 ) -> Signals:
     units = units_of(text, language)
     return Signals(
@@ -98,6 +104,9 @@ def measure(
         rms_db=rms_db(audio),
         empty=not units,
         language_mismatch=same_language(language, hint) is False,
+        confidence=confidence,
+        speech_share=speech_share,
+        flags=tuple(flags),
     )
 
 
@@ -123,6 +132,13 @@ def first_pass_reasons(s: Signals, *, min_s: float, max_s: float, f) -> list[str
         reasons.append(f"repetition: compression ratio {s.compression_ratio:.2f} > {f.max_compression_ratio}")
     if f.reject_language_mismatch and s.language_mismatch:
         reasons.append("language_mismatch: detected language differs from the manifest's hint")
+    if f.min_confidence is not None and s.confidence is not None and s.confidence < f.min_confidence:
+        reasons.append(f"low_confidence: mean word confidence {s.confidence:.2f} < {f.min_confidence}")
+    if f.min_speech_share is not None and s.speech_share is not None and s.speech_share < f.min_speech_share:
+        reasons.append(f"non_speech: speech share {s.speech_share:.2f} < {f.min_speech_share}")
+    flagged = sorted(set(s.flags) & set(f.reject_flags))
+    if flagged:
+        reasons.append(f"flagged: {', '.join(flagged)}")
     return reasons
 
 

@@ -48,6 +48,9 @@ UTTERANCE_SCHEMA = pa.schema(
         ("rms_db", pa.float64()),
         ("empty", pa.bool_()),
         ("language_mismatch", pa.bool_()),
+        ("confidence", pa.float64()),
+        ("speech_share", pa.float64()),
+        ("flags", pa.list_(pa.string())),
         ("agreement_text", pa.string()),
         ("agreement_language", pa.string()),
         ("agreement_wer", pa.float64()),
@@ -120,6 +123,23 @@ def _spans(words, segments, duration: float, language: str | None, seg: SegmentC
     ]
 
 
+def _mean_confidence(words: list[dict] | None, start: float, end: float) -> float | None:
+    """Mean ``confidence`` of the words whose middle lies in [start, end); None without any."""
+    values = [
+        w["confidence"] for w in words or ()
+        if w.get("confidence") is not None and start <= (w["start"] + w["end"]) / 2 < end
+    ]  # fmt: skip
+    return sum(values) / len(values) if values else None
+
+
+def _covered(chunks: list[dict] | None, start: float, end: float) -> float | None:
+    """Share of [start, end) inside the ASR chunks (with VAD: the speech the engine was given)."""
+    if end <= start:
+        return None
+    inside = sum(max(0.0, min(end, c["end"]) - max(start, c["start"])) for c in chunks or ())
+    return min(1.0, inside / (end - start))
+
+
 def plan_batch(batch: pa.Table, *, segment: dict, filter: dict) -> pa.Table:
     """For ``map_batches(batch_format="pyarrow")`` after the aligner (rows keep ``samples``)."""
     seg, f = SegmentConfig(**segment), FilterConfig(**filter)
@@ -127,6 +147,7 @@ def plan_batch(batch: pa.Table, *, segment: dict, filter: dict) -> pa.Table:
     flat, offsets = _samples(batch)
     words, segments, languages = _column(batch, "words"), _column(batch, "segments"), _column(batch, "language")
     hints, durations, errors = _column(batch, "language_hint"), _column(batch, "duration_s"), _column(batch, "error")
+    chunks, flags, speech = _column(batch, "asr_chunks"), _column(batch, "flags"), _column(batch, "speech_s")
     out: list[list[dict] | None] = [None] * n
     for i in range(n):
         if errors[i] is not None:
@@ -136,7 +157,13 @@ def plan_batch(batch: pa.Table, *, segment: dict, filter: dict) -> pa.Table:
         for k, span in enumerate(_spans(words[i], segments[i], float(durations[i] or 0.0), languages[i], seg)):
             language = _language_at((span["start"] + span["end"]) / 2, segments[i], languages[i])
             audio = samples[int(round(span["start"] * SAMPLE_RATE)) : int(round(span["end"] * SAMPLE_RATE))]
-            signals = measure(span["text"], language, hints[i], audio, SAMPLE_RATE, span["speech_end"] - span["speech_start"])
+            signals = measure(
+                span["text"], language, hints[i], audio, SAMPLE_RATE, span["speech_end"] - span["speech_start"],
+                confidence=_mean_confidence(words[i], span["start"], span["end"]),
+                # The ASR chunks cover the detected speech only when VAD ran (speech_s set).
+                speech_share=_covered(chunks[i], span["start"], span["end"]) if speech[i] is not None else None,
+                flags=tuple(flags[i] or ()),
+            )  # fmt: skip
             utterances.append(
                 {
                     **span,
@@ -149,6 +176,9 @@ def plan_batch(batch: pa.Table, *, segment: dict, filter: dict) -> pa.Table:
                     "rms_db": signals.rms_db if np.isfinite(signals.rms_db) else None,
                     "empty": signals.empty,
                     "language_mismatch": signals.language_mismatch,
+                    "confidence": signals.confidence,
+                    "speech_share": signals.speech_share,
+                    "flags": list(signals.flags),
                     "reasons": first_pass_reasons(signals, min_s=seg.min_s, max_s=seg.max_s, f=f),
                     "kept": None,
                 }
@@ -242,7 +272,8 @@ def explode_utterances(batch: pa.Table, *, kept_only: bool = False, with_audio: 
                 "language": u["language"],
                 "language_hint": hint,
                 **{k: u[k] for k in ("units", "units_per_s", "max_repeat", "compression_ratio", "rms_db", "empty",
-                                     "language_mismatch", "agreement_text", "agreement_language", "agreement_wer",
+                                     "language_mismatch", "confidence", "speech_share", "flags",
+                                     "agreement_text", "agreement_language", "agreement_wer",
                                      "kept", "audio_path")},
                 "reject_reasons": u["reasons"],
             }
