@@ -149,6 +149,13 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         str(c): {"throughput": statistics.median(rd["plain_loops"][str(c)] for rd in report["rounds"])} for c in points
     }
 
+    # 2b. What speech detection costs the decode stage, per core.
+    report["vad_cost"] = runs.vad_cost([f.path for f in files])
+    logger.info(
+        "decode per core: %.0f audio s/s without VAD, %.0f with", report["vad_cost"]["decode_per_core_vad_off"],
+        report["vad_cost"]["decode_per_core_vad_on"],
+    )  # fmt: skip
+
     # 3. The engine: called directly on pre-decoded audio, then inside the whole pipeline.
     if cfg.engine:
         engine_files = files[: cfg.engine_files] if cfg.engine_files else files
@@ -278,6 +285,16 @@ def to_markdown(r: dict) -> str:
             f"| {c} | {_f(speed(d), '.0f')} | {_f(speed(d) / int(c), '.0f')} | {_f(side, '.0f')} | {every} "
             f"| {_f(d['throughput'], '.0f')} | {_f(d['wall_s'])} |"
         )
+    if r.get("vad_cost"):
+        v = r["vad_cost"]
+        lines += [
+            "",
+            "## Speech detection (VAD) in the decode stage, one core (audio seconds per second)",
+            "",
+            "| decode + resample | decode + resample + VAD | VAD alone |",
+            "|---:|---:|---:|",
+            f"| {_f(v['decode_per_core_vad_off'], '.0f')} | {_f(v['decode_per_core_vad_on'], '.0f')} | {_f(v['vad_alone_per_core'], '.0f')} |",
+        ]
     if "pipeline_e2e" in r:
         e2e, direct = r["pipeline_e2e"], r["engine_direct"]
         lines += [
@@ -287,6 +304,8 @@ def to_markdown(r: dict) -> str:
             "| run | audio s/s | notes |",
             "|---|---|---|",
             f"| engine called directly, pre-decoded audio | {_f(direct['throughput'], '.1f')} | start {direct['start_s']:.1f} s excluded |",
+            f"| same, with token log-probabilities (confidence) | {_f(direct.get('throughput_logprobs'), '.1f')} | "
+            f"{_f(100 * direct['logprobs_cost'] if direct.get('logprobs_cost') is not None else None, '+.1f')} % engine time |",
             f"| pipeline end to end, from engine ready | {_f(e2e['throughput_after_engine_start'], '.1f')} | engine ready after {_f(e2e['engine_start_s'], '.1f')} s, first output after {_f(e2e['first_output_s'], '.1f')} s |",
             f"| pipeline end to end (whole run) | {_f(e2e['throughput'], '.1f')} | {e2e['rows']} rows, {e2e['failed']} failed |",
             "",

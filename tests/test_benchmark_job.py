@@ -109,6 +109,10 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
         assert f"| {key} |" in markdown
     assert report["pipeline_e2e"]["rows"] == 10 and report["pipeline_e2e"]["failed"] == 0
     assert report["engine_direct"]["throughput"] > 0
+    # Confidence's cost (log-probabilities on vs off, same engine) and speech detection's (per core).
+    assert report["engine_direct"]["throughput_logprobs"] > 0 and report["engine_direct"]["logprobs_cost"] > -1
+    v = report["vad_cost"]
+    assert 0 < v["decode_per_core_vad_on"] < v["decode_per_core_vad_off"] and v["vad_alone_per_core"] > 0
     assert report["memory_mb"]["driver"] > 0 and report["memory_mb"]["largest_worker"] > 0
     for kind in ("wav@16000", "mp3@44100", "opus@16000"):
         assert f"| {kind} |" in markdown
