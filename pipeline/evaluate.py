@@ -157,7 +157,7 @@ def vad_summary(metrics: dict) -> dict:
         "audio_s": metrics.get("audio_s"),
         "audio_s_sent": vad.get("audio_s_sent", metrics.get("audio_s")),
         "speech_share": vad.get("speech_share"),
-        "flags": metrics.get("flags") or {},
+        "flags": {f["flag"]: f["rows"] for f in metrics.get("flags") or ()},
     }
 
 

@@ -315,7 +315,7 @@ def render_report(metrics: dict, summary: OutputSummary, *, output: str = "", kn
         share = v.get("speech_share")
         tiles.append((_num(100 * share if share is not None else None, ".1f", "%"), "speech share (VAD)", False))
         tiles.append((_num(v.get("engine_s_saved_estimate"), ",.1f"), f"engine s saved (~, {_num(v.get('audio_s_not_sent'), ',.1f')} audio s not sent)", False))
-    for flag, rows in sorted((m.get("flags") or {}).items()):
+    for flag, rows in ((f["flag"], f["rows"]) for f in m.get("flags") or ()):
         # Loops and echoes are results to look at; no_speech and a retry that worked are not.
         tiles.append((_num(rows, ","), f"rows flagged {flag}", flag in ("repetition", "context_echo", "token_limit")))
     if m.get("label"):

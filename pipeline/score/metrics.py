@@ -136,12 +136,6 @@ _SUMS = (
 _ERRS = ("errors", "substitutions", "deletions", "insertions", "ref_units")
 
 
-def shuffle_partitions() -> int:
-    # Ray Data's default of 200 hash partitions costs seconds of task overhead on a small
-    # cluster; one partition per core is plenty for id and language aggregations.
-    return max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
-
-
 _GROUP_SUMS = (*_ERRS, "lid_rows", "lid_correct")
 
 
@@ -308,8 +302,9 @@ def collect_metrics(
         },
         "align": align,
         "vad": vad,
-        # Written rows per output-guard flag (repetition, repetition_retried, context_echo, token_limit, no_speech).
-        "flags": dict(sorted(total["flags"].items())),
+        # Written rows per output-guard flag (repetition, repetition_retried, context_echo, token_limit,
+        # no_speech), as a list: a key named like "token_limit" would be taken for a secret by redact().
+        "flags": [{"flag": k, "rows": v} for k, v in sorted(total["flags"].items())],
         # Rows whose manifest names their language: how often the detected one matched.
         "language_id": {
             "rows": int(total["lid_rows"]),
@@ -373,7 +368,7 @@ def print_summary(m: dict) -> None:
             f"{v['rows_without_speech']} rows without speech"
         )
     if m.get("flags"):
-        lines.append("flags: " + ", ".join(f"{k} x{v}" for k, v in m["flags"].items()))
+        lines.append("flags: " + ", ".join(f"{f['flag']} x{f['rows']}" for f in m["flags"]))
     if m.get("rows_with_decode_warnings"):
         lines.append(f"decode warnings: {m['rows_with_decode_warnings']} written rows lost part of their audio (see their decode_warnings)")
     if m["failures_by_reason"]:
