@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -81,6 +82,13 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
     rows.append({"id": "tag_zh_HK", "audio": "audio/en_wav16k.wav", "language": "zh-HK"})
     # Manifest text is data: the report must show it escaped, never as markup.
     rows.append({"id": "html<&>", "audio": "audio/en_wav16k.wav", "text": HTML_REFERENCE, "language": "en"})
+    # 4 s of quiet room noise before the speech: VAD must keep the engine, the words and the cues out of it.
+    speech_audio, rate = sf.read(str(SPEECH / "en_wav16k.wav"), dtype="float32")
+    quiet = 0.003 * np.random.default_rng(0).standard_normal(4 * rate).astype(np.float32)
+    late = io.BytesIO()
+    sf.write(late, np.concatenate([quiet, speech_audio]), rate, format="WAV")
+    fs.pipe_file("corpus/set1/audio/late_start.wav", late.getvalue())
+    rows.append({"id": "late_start", "audio": "audio/late_start.wav", "language": "en"})
     fs.pipe_file("corpus/set1/manifest.jsonl", "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
 
     cache = tmp_path_factory.mktemp("model-cache")
@@ -136,9 +144,9 @@ def s3_run(s3, ray_session, tiny_asr_dir, tiny_aligner_dir, tmp_path_factory):
 def test_every_row_once(s3_run):
     results, failed = s3_run["results"], s3_run["failed"]
     ids = [r["id"] for r in results] + [r["id"] for r in failed]
-    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 14
+    assert len(ids) == len(set(ids)) == len(s3_run["rows"]) == 15
     r = s3_run["result"]
-    assert (r.rows_read, r.rows_written, r.rows_failed) == (14, 11, 3)
+    assert (r.rows_read, r.rows_written, r.rows_failed) == (15, 12, 3)
     # The long recording had no id: it gets one derived from its path as the manifest wrote it.
     assert "audio/en_long_16k.flac" in ids
 
@@ -164,7 +172,7 @@ def test_bad_files_fail_with_reason_and_the_rest_succeeds(s3_run):
 
 
 def test_source_rates_channels_and_durations(s3_run):
-    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] not in ("arabic", "tag_auto", "tag_zh_HK", "html<&>")}
+    by_audio = {Path(r["audio"]).name: r for r in s3_run["results"] if r["id"] not in ("arabic", "tag_auto", "tag_zh_HK", "html<&>", "late_start")}
     assert all(r["audio"].startswith("s3://corpus/set1/audio/") for r in s3_run["results"])
     for name, row in by_audio.items():
         info = sf.info(str(SPEECH / name))
@@ -175,21 +183,49 @@ def test_source_rates_channels_and_durations(s3_run):
     assert by_audio["de_wav8k.wav"]["source_sample_rate"] == 8000
 
 
-def test_chunks_are_contiguous_and_cover_the_audio(s3_run):
+def test_chunks_cover_the_speech_in_order(s3_run):
     long_row = next(r for r in s3_run["results"] if r["audio"].endswith("en_long_16k.flac"))
     segments = long_row["asr_chunks"]  # the engine's chunks; segments are sentences once aligned
     assert long_row["duration_s"] > 3 * MAX_CHUNK_S
-    assert len(segments) >= long_row["duration_s"] / MAX_CHUNK_S
-    assert segments[0]["start"] == 0.0
+    # VAD (on by default): the chunks hold the detected speech, in order, none longer than the limit.
+    assert len(segments) >= long_row["speech_s"] / MAX_CHUNK_S
+    assert 0.0 <= segments[0]["start"] and segments[-1]["end"] <= long_row["duration_s"] + 1 / 16000
     for a, b in zip(segments, segments[1:]):
-        assert a["end"] == b["start"]
-    assert segments[-1]["end"] == pytest.approx(long_row["duration_s"], abs=1 / 16000)
+        assert a["end"] <= b["start"]
     assert all(0 < s["end"] - s["start"] <= MAX_CHUNK_S + 1e-9 for s in segments)
+    assert long_row["speech_s"] <= sum(s["end"] - s["start"] for s in segments) + 1e-6
     # The row's text is its chunks' texts, in order.
     assert long_row["text"] == " ".join(s["text"].strip() for s in segments if s["text"].strip())
     for row in s3_run["results"]:
-        if row["duration_s"] <= MAX_CHUNK_S:
-            assert len(row["asr_chunks"]) == 1
+        assert all(0 <= c["start"] < c["end"] <= row["duration_s"] + 1e-6 for c in row["asr_chunks"])
+
+
+def test_speech_detection_flags_and_confidence_columns(s3_run):
+    """Every result row has speech_s, flags and language_probability; the 4 s of quiet before
+    late_start's speech gets no chunk, no word and no subtitle cue; metrics.json counts them."""
+    for row in s3_run["results"]:
+        assert 0.0 <= row["speech_s"] <= row["duration_s"] + 1e-6
+        assert isinstance(row["flags"], list) and set(row["flags"]) <= {"repetition", "repetition_retried", "context_echo", "token_limit", "no_speech"}
+        if row["text"]:
+            assert row["language_probability"] is None or 0 < row["language_probability"] <= 1
+        for word in row["words"] or ():
+            assert word["confidence"] is None or 0 < word["confidence"] <= 1
+    late = next(r for r in s3_run["results"] if r["id"] == "late_start")
+    assert late["asr_chunks"] and late["asr_chunks"][0]["start"] >= 3.6
+    assert all(w["start"] >= 3.6 for w in late["words"] or ())
+    for name, text in s3_run["subtitles"].items():
+        if name.startswith("late_start") and name.endswith(".srt"):
+            first = re.search(r"(\d\d):(\d\d):(\d\d),(\d\d\d) -->", text)
+            if first:
+                h, m_, sec, ms = map(int, first.groups())
+                assert h * 3600 + m_ * 60 + sec + ms / 1000 >= 3.6, text
+    vad = s3_run["metrics"]["vad"]
+    ok_rows = len(s3_run["results"])
+    assert vad["rows"] == ok_rows and 0 < vad["speech_share"] <= 1
+    assert vad["speech_s"] == pytest.approx(sum(r["speech_s"] for r in s3_run["results"]))
+    assert vad["audio_s_not_sent"] >= 3.5  # at least late_start's quiet lead-in
+    flagged = {f["flag"]: f["rows"] for f in s3_run["metrics"]["flags"]}
+    assert flagged == {k: sum(k in r["flags"] for r in s3_run["results"]) for k in {f for r in s3_run["results"] for f in r["flags"]}}
 
 
 def test_scores_against_references(s3_run):
@@ -207,8 +243,8 @@ def test_scores_against_references(s3_run):
 
 def test_metrics(s3_run):
     m = s3_run["metrics"]
-    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (14, 11, 3)
-    assert m["accounting"] == {"rows_read": 14, "rows_written": 11, "rows_failed": 3, "balanced": True}
+    assert (m["rows_read"], m["rows_written"], m["rows_failed"]) == (15, 12, 3)
+    assert m["accounting"] == {"rows_read": 15, "rows_written": 12, "rows_failed": 3, "balanced": True}
     audio_s = sum(r["duration_s"] for r in s3_run["results"])
     assert m["audio_s"] == pytest.approx(audio_s)
     assert m["engine_rtfx"] > 0 and m["throughput_audio_s_per_s"] > 0
@@ -223,6 +259,25 @@ def test_model_prefix_copied_once_per_node(s3_run):
     assert len(cached) == 2  # the ASR model and the aligner
     for path in cached:
         assert (path / ".complete").exists() and (path / "config.json").exists()
+
+
+def test_duplicate_ids_across_blocks_fail_every_copy(ray_session):
+    import pyarrow as pa
+    import ray
+    from ray.data.expressions import col
+
+    from pipeline.transcribe import fail_duplicate_ids
+
+    ids = [f"utt{k:05d}" for k in range(3000)] + ["utt00007", "utt02999", "utt02999", "UTT00007", ""] + [""]
+    table = pa.table({"id": ids, "error_stage": pa.nulls(len(ids), pa.string()), "error": pa.nulls(len(ids), pa.string())})
+    ds = ray.data.from_arrow(table).repartition(12)  # copies of one id in different blocks
+    marked, n = fail_duplicate_ids(ds)
+    failed = sorted((r["id"], r["error"]) for r in marked.filter(expr=col("error").is_not_null()).take_all())
+    assert n == 7 and [i for i, _ in failed] == ["", "", "utt00007", "utt00007", "utt02999", "utt02999", "utt02999"]
+    assert failed[-1][1] == "duplicate_id: id 'utt02999' occurs 3 times in the manifest"
+    assert marked.count() == len(ids)  # one row out per row in
+    unique, none = fail_duplicate_ids(ray.data.from_arrow(table.slice(0, 3000)))
+    assert none == 0 and unique.filter(expr=col("error").is_not_null()).count() == 0
 
 
 def test_bad_manifest_lines_fail_their_own_rows(ray_session, tmp_path):
