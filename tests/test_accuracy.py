@@ -110,6 +110,25 @@ def test_the_table_is_written(evaluation):
     assert json.loads((evaluation["out"] / "evaluation.json").read_text())["protocol"]["language_given"] is False
 
 
+@needs_models
+@pytest.mark.engine
+def test_confidence_tells_wrong_from_right(evaluation):
+    """The model makes real mistakes here: its word confidence must rank them below the words it
+    got right (AUROC), and rows whose language it got wrong must have a lower language_probability."""
+    (s,) = evaluation["result"]["sets"]
+    words, language = s["confidence"]["words"], s["confidence"]["language"]
+    assert words["wrong"] >= 10 and words["right"] >= 100
+    assert words["auroc"] >= 0.75, words
+    assert words["mean_confidence_wrong"] < words["mean_confidence_right"]
+    assert language["rows_right"] >= 1
+    if language["rows_wrong"]:
+        assert language["mean_probability_wrong"] < language["mean_probability_right"], language
+    assert "word AUROC" in (evaluation["out"] / "evaluation.md").read_text()
+    # Speech detection ran on every row (on by default) and the metrics count it.
+    metrics = json.loads((evaluation["out"] / "synth" / "metrics.json").read_text())
+    assert metrics["vad"]["rows"] == len(ROWS) and 0 < metrics["vad"]["speech_share"] < 1
+
+
 def _local_rows(prefix: Path) -> list[dict]:
     import pyarrow.parquet as pq
 

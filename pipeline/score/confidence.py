@@ -1,9 +1,9 @@
 """Does confidence mean something? Word confidence against word errors, language probability
 against language-identification errors, on a scored test set.
 
-- Word level: each row's hypothesis words (the ASR chunks' ``words``, with ``confidence``) are
-  normalized one by one with the scoring normalizer (pipeline/score/wer.py) and aligned to the
-  normalized reference (jiwer's Levenshtein alignment); a word in an ``equal`` pair is right, one
+- Word level: each row's hypothesis words (the ASR chunks' ``words``, with ``confidence``) and
+  the reference's words are normalized one by one with the scoring normalizer
+  (pipeline/score/wer.py) and aligned (jiwer's Levenshtein alignment); a word in an ``equal`` pair is right, one
   in a substitution or insertion is wrong. The number reported is the AUROC of ``1 - confidence``
   as a detector of wrong words: the probability that a random wrong word scores lower than a
   random right one (ties count half); 0.5 = no information, 1 = perfect.
@@ -52,8 +52,12 @@ def word_outcomes(reference: str, words: Sequence[dict], language: str | None) -
     Languages scored by characters (pipeline/score/wer.py) are compared character by character.
     """
     by_char = unit_for_language(language) == "char"
-    ref = normalize_text(reference, language)
-    ref_tokens = list(ref.replace(" ", "")) if by_char else ref.split()
+    # Word by word on both sides: normalizing the whole reference would join spelled numbers
+    # ("two one" -> "21") that the hypothesis's single words ("two", "one") never match.
+    ref_tokens = []
+    for word in reference.split():
+        norm = normalize_text(word, language)
+        ref_tokens += list(norm.replace(" ", "")) if by_char else norm.split()
     hyp_tokens: list[str] = []
     owner: list[int] = []
     for k, w in enumerate(words):
