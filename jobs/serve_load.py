@@ -218,6 +218,8 @@ def run_serve_load(cfg: ServeLoadConfig) -> dict:
 
     from jobs.serve import ServeFile, start
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     clips = read_clips(cfg.clips, cfg.max_clip_s)

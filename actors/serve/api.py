@@ -394,6 +394,8 @@ def build(cfg: ServeConfig):
             cfg.align.model, cfg.align.model_cache_dir, cfg.align.max_chunk_s, cfg.align.engine_options()
         )
     api = AsrApi.options(
-        autoscaling_config=cfg.api_replicas.model_dump(), ray_actor_options={"num_cpus": cfg.api_cpus_per_replica}
+        max_ongoing_requests=cfg.api_max_ongoing_requests,
+        autoscaling_config=cfg.api_replicas.model_dump(),
+        ray_actor_options={"num_cpus": cfg.api_cpus_per_replica},
     )
     return api.bind(cfg.model_dump(), asr, align)

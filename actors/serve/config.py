@@ -100,6 +100,9 @@ class ServeConfig(_Strict):
     align: AlignDeployment = Field(default_factory=AlignDeployment)
     api_replicas: Autoscaling = Field(default_factory=lambda: Autoscaling(min_replicas=1, max_replicas=2, target_ongoing_requests=32))
     api_cpus_per_replica: float = Field(default=1.0, gt=0, description="CPUs per API replica (decoding runs there)")
+    # Serve's default (5) would hold requests back at the proxy, which retries with backoff while
+    # the replica is full: the API replica mostly waits on engines, so it takes many at once.
+    api_max_ongoing_requests: int = Field(default=256, gt=0, description="Requests one API replica accepts at once")
     auth: Auth = Field(default_factory=Auth)
     limits: Limits = Field(default_factory=Limits)
     streaming: Streaming = Field(default_factory=Streaming)
