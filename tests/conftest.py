@@ -107,7 +107,7 @@ SLOW_FILES = (
     "test_resume.py", "test_node_loss.py", "test_etl_job.py", "test_crashes.py", "test_accuracy.py",
     "test_label_job.py", "test_benchmark_job.py", "test_submit.py", "test_transcribe_e2e.py",
     "test_secrets.py", "test_job_cli.py", "test_orphans.py", "test_storage_faults.py", "test_load_test.py",
-    "test_align_e2e.py", "test_align_actor.py",
+    "test_align_e2e.py", "test_align_actor.py", "test_serve.py",
 )  # fmt: skip
 
 
