@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from actors.asr_guards import NO_SPEECH
 from pipeline.io.schema import SEGMENT, column_lists, waveforms, with_columns
 from pipeline.languages import language_name
 
@@ -252,7 +253,7 @@ class AsrActor:
             asr_s[i] = float(sum(r["engine_s"] for r in results))
             row_flags = {f for r in results for f in r["flags"]}
             if speech_s[i] is not None and not len(pairs):
-                row_flags.add("no_speech")  # VAD found nothing: a result with empty text, not a failure
+                row_flags.add(NO_SPEECH)  # VAD found nothing: a result with empty text, not a failure
             flags[i] = sorted(row_flags)
 
         busy = [0.0] * n
