@@ -11,8 +11,9 @@ Per row, one of:
   aligned in stay in ``asr_chunks``;
 - ``words = null`` and ``align_skip_reason`` set: the language is one the aligner does not
   support; the row keeps its transcript and is not an error;
-- an error on the row (``error_stage = "align"``): no text to align (align job), or the engine
-  rejected the input. A dead engine kills the actor so Ray replaces it and retries the batch.
+- an error on the row (``error_stage = "align"``): no text to align (align job), a language tag
+  that names no language (``unsupported_language``, naming the tag), or the engine rejected the
+  input. A dead engine kills the actor so Ray replaces it and retries the batch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline.align.sentences import sentence_segments
 from pipeline.align.timestamps import enforce_invariants, spread_piled_words
 from pipeline.align.units import Unit, build_aligner_text, resolve_language, split_units
 from pipeline.io.schema import SEGMENT, WORD, column_lists, waveforms, with_columns
+from pipeline.languages import language_name
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +124,15 @@ class AlignActor:
             if text is None:
                 error_stage[i], error[i] = "align", "missing_text: the row has no text to align"
                 continue
-            name, reason = resolve_language(text, self.language or languages[i] or hints[i])
+            tag = self.language or languages[i] or hints[i]
+            try:
+                language_name(tag)
+            except ValueError as e:
+                # A tag that names no language is the manifest's mistake: the row fails, naming it
+                # (a known language the aligner lacks is only skipped, below).
+                error_stage[i], error[i] = "align", f"unsupported_language: {e}"
+                continue
+            name, reason = resolve_language(text, tag)
             if reason is not None:
                 skip[i] = reason
                 continue

@@ -156,11 +156,12 @@ def test_rows_that_cannot_be_aligned_do_not_fail_the_batch(aligned):
     for row_id in ("empty", "punctuation_only"):
         assert out[row_id]["words"] == [] and out[row_id]["error"] is None
         assert out[row_id]["align_skip_reason"] is None
-    for row_id, name in (("arabic", "Arabic"), ("swahili_hint", "'sw'")):
-        row = out[row_id]
-        assert row["words"] is None and row["error"] is None
-        assert row["align_skip_reason"].startswith("unsupported_language:") and name in row["align_skip_reason"]
-        assert row["text"] is not None  # the transcript is kept
+    row = out["arabic"]  # a language of the model that the aligner lacks: skipped, kept
+    assert row["words"] is None and row["error"] is None
+    assert row["align_skip_reason"].startswith("unsupported_language:") and "Arabic" in row["align_skip_reason"]
+    assert row["text"] is not None  # the transcript is kept
+    row = out["swahili_hint"]  # a tag outside the language table: the row fails, naming it
+    assert row["error_stage"] == "align" and row["error"].startswith("unsupported_language:") and "'sw'" in row["error"]
     assert out["no_text"]["error_stage"] == "align"
     assert out["no_text"]["error"].startswith("missing_text:")
     assert out["upstream_error"]["error"] == "decode_error: bad file"
@@ -181,11 +182,13 @@ def test_every_language_tag_form_through_the_aligner(aligned):
         assert row["language"] == name, tag
         assert [w["text"] for w in row["words"]] == [u.text for u in split_units(text, name)], tag
         _assert_sound(row["words"], row["duration_s"])
-    # Unknown tags and unsupported languages skip alignment only, naming the tag or the language.
+    # A language the aligner lacks skips alignment only, naming the language; a tag that names
+    # no language fails its row, naming the tag.
     assert "Swedish" in out["swedish_locale"]["align_skip_reason"]
-    assert "'klingon'" in out["klingon_tag"]["align_skip_reason"]
-    for row_id in ("swedish_locale", "klingon_tag"):
-        assert out[row_id]["error"] is None and out[row_id]["words"] is None
+    assert out["swedish_locale"]["error"] is None and out["swedish_locale"]["words"] is None
+    klingon = out["klingon_tag"]
+    assert klingon["error_stage"] == "align" and klingon["error"].startswith("unsupported_language: ")
+    assert "'klingon'" in klingon["error"] and klingon["words"] is None
 
 
 def _assert_sound(words: list[dict], duration: float) -> None:
