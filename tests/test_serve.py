@@ -119,6 +119,7 @@ def test_json_detects_the_language_and_transcribes(client):
         with open(SYNTH / row["audio"], "rb") as f:
             out = client.audio.transcriptions.create(model="qwen3-asr", file=f)
         assert out.language == row["language"].lower(), (rid, out)
+        assert 0.5 < out.language_probability <= 1.0, (rid, out)
         assert word_errors(out.text, row["text"]) <= 0.4, (rid, out.text, row["text"])
         assert "<asr_text>" not in out.text and not out.text.startswith("language")
         assert out.duration == pytest.approx(sf.info(str(SYNTH / row["audio"])).duration, abs=0.05)
@@ -129,6 +130,7 @@ def test_forced_language_is_really_forced(client):
     with open(SYNTH / row["audio"], "rb") as f:
         forced = client.audio.transcriptions.create(model="qwen3-asr", file=f, language="fr")
     assert forced.language == "french"  # the model was told French and answered as told
+    assert forced.language_probability is None  # nothing was detected
     with open(SYNTH / "de_sent_024.wav", "rb") as f:
         german = client.audio.transcriptions.create(model="qwen3-asr", file=f, language="de-DE", prompt="Zahlen, Farben")
     assert german.language == "german" and word_errors(german.text, ROWS["de_sent_024"]["text"]) <= 0.5

@@ -148,7 +148,7 @@ class AsrApi:
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _asr_call(self, audio: np.ndarray, context: str, language: str | None, prefix: str = "") -> dict:
-        return await self.asr.transcribe.remote(audio, context, language, prefix)
+        return await self.asr.transcribe.remote(audio, context, language, prefix, True)
 
     async def _align_call(self, samples: np.ndarray, spans: list, language: str | None) -> dict:
         return await self.align.align.remote(samples, spans, language)

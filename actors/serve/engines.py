@@ -39,13 +39,21 @@ class AsrEngineDeployment:
         self.busy = BusyGauge("asr")
         logger.info("ASR engine for %s ready in %.1fs", model, time.perf_counter() - start)
 
-    async def transcribe(self, audio: np.ndarray, context: str = "", language: str | None = None, prefix: str = "") -> dict:
-        """One chunk (float32 [n] at 16 kHz, at most ``max_chunk_s``): the engine's
-        ``{"language", "text", "raw", "engine_s", "num_tokens"}``, or ``{"error": message}``."""
+    async def transcribe(
+        self, audio: np.ndarray, context: str = "", language: str | None = None, prefix: str = "", guarded: bool = False
+    ) -> dict:
+        """One chunk (float32 [n] at 16 kHz, at most ``max_chunk_s``), or ``{"error": message}``.
+
+        ``guarded``: through the batch path's output guards with confidences
+        (``AsrEngine.transcribe_guarded``: ``{"language", "text", "language_probability",
+        "flags", ...}``); else one plain decode continuing ``prefix`` (streaming:
+        ``{"language", "text", "raw", ...}``)."""
         from actors.asr_engine import RowError
 
         self.busy.clock.enter()
         try:
+            if guarded:
+                return await self.engine.transcribe_guarded(audio, context=context, language=language)
             return await self.engine.transcribe(audio, context=context, language=language, prefix=prefix)
         except RowError as e:
             return {"error": str(e)}

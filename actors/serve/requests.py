@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.asr_actor import join_texts, merge_languages
+from actors.asr_actor import join_texts, merge_languages, row_language_probability
 from pipeline.align.sentences import sentence_segments
 from pipeline.align.subtitles import to_srt, to_vtt
 from pipeline.align.units import ALIGNER_LANGUAGES, resolve_language
@@ -89,7 +89,8 @@ async def transcribe(samples: np.ndarray, asr_call: AsrCall, *, max_chunk_s: flo
     """Transcribe a recording (float32 [n], 16 kHz mono): cut into chunks of at most
     ``max_chunk_s`` at quiet points, all chunks in flight at once.
 
-    Returns a results row: ``{"duration_s", "language" (model name or None), "text",
+    Returns a results row: ``{"duration_s", "language" (model name or None),
+    "language_probability" (0..1, None when forced), "text",
     "segments": [{"start", "end", "text", "language"}] (the chunks, seconds)}``. Raises ApiError
     400 when the engine rejects a chunk."""
     chunks = plan_chunks(samples, SAMPLE_RATE, max_chunk_s)
@@ -101,10 +102,16 @@ async def transcribe(samples: np.ndarray, asr_call: AsrCall, *, max_chunk_s: flo
         {"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE, "text": r["text"], "language": r["language"]}
         for (s, e), r in zip(chunks, results)
     ]
-    detected = merge_languages([r["language"] for r in results], [(e - s) / SAMPLE_RATE for s, e in chunks])
+    durations = [(e - s) / SAMPLE_RATE for s, e in chunks]
+    languages = [r["language"] for r in results]
+    detected = merge_languages(languages, durations)
     return {
         "duration_s": len(samples) / SAMPLE_RATE,
         "language": detected,
+        # As the batch rows: None when forced (nothing was detected) or no chunk reported one.
+        "language_probability": row_language_probability(
+            detected, languages, [r.get("language_probability") for r in results], durations
+        ),
         "text": join_texts([r["text"] for r in results], detected),
         "segments": segments,
     }
@@ -131,8 +138,9 @@ async def add_words(row: dict, samples: np.ndarray, align_call: AlignCall, *, la
 def render(row: dict, fmt: str, granularities: set[str]) -> tuple[Any, str]:
     """The answer body and its media type.
 
-    - ``json``: ``{"text", "language", "duration", "usage"}``; ``language`` lower-case as in
-      OpenAI's verbose_json (``english``), null when no speech was heard.
+    - ``json``: ``{"text", "language", "language_probability", "duration", "usage"}``;
+      ``language`` lower-case as in OpenAI's verbose_json (``english``), null when no speech was
+      heard; ``language_probability`` (0..1) null when the language was forced.
     - ``text``: the text; ``srt`` / ``vtt``: subtitles from word times when the row has them, else
       one cue per segment.
     - ``verbose_json``: :func:`pipeline.output.formats.verbose_json`, ``segments`` unless only
@@ -149,9 +157,12 @@ def render(row: dict, fmt: str, granularities: set[str]) -> tuple[Any, str]:
         return body, ("application/x-subrip" if fmt == "srt" else "text/vtt") + "; charset=utf-8"
     language = row["language"].lower() if row["language"] else None
     usage = {"type": "duration", "seconds": round(row["duration_s"], 3)}
+    probability = row.get("language_probability")
     if fmt == "json":
-        return {"text": row["text"], "language": language, "duration": row["duration_s"], "usage": usage}, "application/json"
+        return {"text": row["text"], "language": language, "language_probability": probability,
+                "duration": row["duration_s"], "usage": usage}, "application/json"  # fmt: skip
     out = verbose_json(row)
+    out["language_probability"] = probability
     if granularities == {"word"}:
         out.pop("segments", None)
     if "word" not in granularities:
