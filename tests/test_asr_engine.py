@@ -230,7 +230,9 @@ def test_engine_concurrent_requests(tiny_asr_dir):
             print(f"engine start {start_s:.1f} s, 8 concurrent requests {batch_s:.2f} s")
 
             for i, r in enumerate(results):
-                assert set(r) == {"language", "text", "raw", "engine_s", "num_tokens"}
+                assert set(r) == {"language", "text", "raw", "engine_s", "num_tokens", "finish_reason", "token_ids", "spans", "logprobs"}
+                assert r["logprobs"] is None and len(r["token_ids"]) == r["num_tokens"]  # log-probabilities only when asked
+                assert r["finish_reason"] in ("stop", "length")
                 assert isinstance(r["text"], str) and isinstance(r["raw"], str)
                 assert r["language"] is None or isinstance(r["language"], str)
                 assert r["engine_s"] > 0
