@@ -154,7 +154,9 @@ class AsrActor:
         self.ready_at = time.time()  # wall clock: benchmarks measure throughput from here
         logger.info("ASR engine for %s ready in %.1fs", model, time.perf_counter() - start)
 
-    async def _one_chunk(self, audio: np.ndarray, context: str, language: str | None, speech_s: float | None) -> dict:
+    async def _one_chunk(
+        self, audio: np.ndarray, context: str, language: str | None, speech_s: float | None = None
+    ) -> dict:
         from actors.asr_engine import EngineDeadError, RowError
 
         if speech_s is None:  # no VAD: the whole chunk may be speech
