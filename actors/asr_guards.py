@@ -37,7 +37,7 @@ class GuardOptions:
     - ``tokens_per_s``: ceiling on answer tokens per second of speech. Fast speech is about 6-7
       words/s (English) or 7-8 characters/s (Chinese); Qwen's tokenizer spends about 1.3 tokens per
       English word and about one per Chinese character, so 15/s leaves room for the fastest speech.
-    - ``token_margin``: tokens added to every budget: the ``language X<asr_text>`` prefix (3-5
+    - ``margin_tokens``: tokens added to every budget: the ``language X<asr_text>`` prefix (3-5
       tokens), the end token and short chunks whose speech estimate is low.
     - ``min_repeats`` / ``max_ngram``: a loop is an n-gram of up to ``max_ngram`` tokens repeated
       back to back at least ``min_repeats`` times. Natural speech repeats a word three or four
@@ -50,7 +50,7 @@ class GuardOptions:
     """
 
     tokens_per_s: float = 15.0
-    token_margin: int = 24
+    margin_tokens: int = 24
     min_repeats: int = 5
     max_ngram: int = 10
     repetition_penalty: float = 1.3
@@ -59,11 +59,11 @@ class GuardOptions:
 
 
 def token_budget(speech_s: float | None, options: GuardOptions, cap: int) -> int:
-    """``max_new_tokens`` for one chunk: ``ceil(tokens_per_s x speech_s) + token_margin``, at most
+    """``max_new_tokens`` for one chunk: ``ceil(tokens_per_s x speech_s) + margin_tokens``, at most
     ``cap`` (the configured ``max_new_tokens``) and at least 1. ``speech_s`` None = unknown: ``cap``."""
     if speech_s is None:
         return cap
-    return max(1, min(cap, int(math.ceil(options.tokens_per_s * max(0.0, speech_s))) + options.token_margin))
+    return max(1, min(cap, int(math.ceil(options.tokens_per_s * max(0.0, speech_s))) + options.margin_tokens))
 
 
 def find_repetition(tokens: Sequence[int], min_repeats: int, max_ngram: int) -> tuple[int, int, int] | None:

@@ -220,7 +220,7 @@ class GuardConfig(_Strict):
     """Guards on each chunk's answer (actors/asr_guards.py): token budget, loops, context echo."""
 
     tokens_per_s: float = Field(default=15.0, gt=0, description="Answer tokens allowed per second of speech in the chunk")
-    token_margin: int = Field(default=24, ge=0, description="Tokens added to every chunk's budget (language tag, end token)")
+    margin_tokens: int = Field(default=24, ge=0, description="Tokens added to every chunk's budget (language tag, end token)")
     min_repeats: int = Field(default=5, ge=2, description="An n-gram of tokens repeated this many times in a row is a loop")
     max_ngram: int = Field(default=10, ge=1, description="Longest n-gram (tokens) the loop check looks for")
     repetition_penalty: float = Field(

@@ -23,7 +23,7 @@ from pipeline.score.confidence import auroc, word_outcomes
 
 
 def test_token_budget_follows_speech_seconds():
-    g = GuardOptions(tokens_per_s=15, token_margin=24)
+    g = GuardOptions(tokens_per_s=15, margin_tokens=24)
     assert token_budget(2.0, g, 512) == 54
     assert token_budget(0.0, g, 512) == 24
     assert token_budget(100.0, g, 512) == 512  # never above the configured cap
