@@ -1,19 +1,15 @@
-"""Tests for actors/asr_engine.py: pure prompt/parse helpers, and one real vLLM engine run."""
+"""Tests for actors/asr_engine.py: pure prompt/parse helpers and the tiny checkpoint. The real
+engine (concurrent requests, bad rows, engine death): tests/test_asr_quality.py, on its engine."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
-import time
 
-import numpy as np
 import pytest
 
 from actors.asr_engine import (
-    EngineDeadError,
-    RowError,
     audio_tokens,
     build_prompt,
     collapse_repetitions,
@@ -198,73 +194,3 @@ def test_tiny_checkpoint_is_deterministic(tiny_asr_dir, tmp_path):
     for name in sorted(os.listdir(tiny_asr_dir)):
         with open(os.path.join(tiny_asr_dir, name), "rb") as a, open(os.path.join(again, name), "rb") as b:
             assert a.read() == b.read(), name
-
-
-# --- real engine -----------------------------------------------------------------------------
-
-
-@pytest.mark.engine
-def test_engine_concurrent_requests(tiny_asr_dir):
-    from actors.asr_engine import AsrEngine
-
-    rng = np.random.default_rng(0)
-    t = np.arange(16000 * 3) / 16000
-    clips = [(0.1 * rng.standard_normal(int(16000 * (1.0 + 0.25 * i)))).astype(np.float32) for i in range(7)]
-    clips.append((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
-
-    async def run():
-        t0 = time.perf_counter()
-        # enforce_eager: torch.compile would add about a minute on 2 CPU cores for nothing here.
-        # max_audio_s=30 keeps the encoder-cache profiling run small (the default sizes it for 1200 s).
-        engine = AsrEngine(tiny_asr_dir, max_new_tokens=24, max_model_len=2048, enforce_eager=True, max_audio_s=30)
-        start_s = time.perf_counter() - t0
-        try:
-            t0 = time.perf_counter()
-            results = await asyncio.gather(
-                *[
-                    engine.transcribe(clip, context="Names: Ada" if i == 0 else "", language="en" if i == 0 else None)
-                    for i, clip in enumerate(clips)
-                ]
-            )
-            batch_s = time.perf_counter() - t0
-            print(f"engine start {start_s:.1f} s, 8 concurrent requests {batch_s:.2f} s")
-
-            for i, r in enumerate(results):
-                assert set(r) == {"language", "text", "raw", "engine_s", "num_tokens", "finish_reason", "token_ids", "spans", "logprobs"}
-                assert r["logprobs"] is None and len(r["token_ids"]) == r["num_tokens"]  # log-probabilities only when asked
-                assert r["finish_reason"] in ("stop", "length")
-                assert isinstance(r["text"], str) and isinstance(r["raw"], str)
-                assert r["language"] is None or isinstance(r["language"], str)
-                assert r["engine_s"] > 0
-                assert 1 <= r["num_tokens"] <= 24
-            assert results[0]["language"] == "English"  # forced
-
-            # A bad row fails alone, as a RowError; the engine carries on.
-            with pytest.raises(RowError, match="mono"):
-                await engine.transcribe(np.zeros((2, 16000), np.float32))
-            with pytest.raises(RowError, match="empty"):
-                await engine.transcribe(np.zeros(0, np.float32))
-            with pytest.raises(RowError):  # prompt longer than max_model_len
-                await engine.transcribe(clips[0], context="word " * 4000)
-            with pytest.raises(RowError, match="unsupported language"):
-                await engine.transcribe(clips[0], language="Klingon")
-            short = await engine.transcribe(np.zeros(1600, np.float32))  # 0.1 s: padded to 0.5 s
-            assert isinstance(short["text"], str)
-            again = await engine.transcribe(clips[1])
-            assert again["raw"] == results[1]["raw"]  # greedy: same input, same output
-
-            # Engine death is not a row error: kill the EngineCore process this test started.
-            import psutil
-
-            cores = [p for p in psutil.Process().children() if p.name() == "VLLM::EngineCore"]
-            assert len(cores) == 1
-            cores[0].kill()
-            with pytest.raises(EngineDeadError):
-                await asyncio.wait_for(engine.transcribe(clips[0]), timeout=60)
-            assert engine.is_dead
-        finally:
-            engine.shutdown()
-        with pytest.raises(EngineDeadError):
-            await engine.transcribe(clips[0])
-
-    asyncio.run(run())

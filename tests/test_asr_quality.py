@@ -44,7 +44,8 @@ def loop():
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    if pending:  # none left once the engine is dead; gather() of nothing would make another loop's future
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.close()
 
 
@@ -198,3 +199,57 @@ def test_a_real_loop_is_retried_then_collapsed_and_flagged(actor, loop):
             assert find_repetition(words, guards.min_repeats, guards.max_ngram) is None, result["text"]
     assert "repetition" in stuck["flags"] and "repetition_retried" in stuck["flags"]
     assert "token_limit" in cut["flags"] and cut["num_tokens"] <= 2 * (15 + 24)
+
+
+# --- the engine itself, last: it ends with the engine killed ----------------------------------
+
+
+def test_engine_concurrent_requests_bad_rows_and_death(actor, loop):
+    import psutil
+
+    from actors.asr_engine import EngineDeadError, RowError
+
+    engine = actor.engine
+    rng = np.random.default_rng(0)
+    t = np.arange(SR * 3) / SR
+    clips = [(0.1 * rng.standard_normal(int(SR * (1.0 + 0.25 * i)))).astype(np.float32) for i in range(7)]
+    clips.append((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+    clips[0] = speech("en_sent_001.flac")
+
+    async def run():
+        results = await asyncio.gather(*[
+            engine.transcribe(clip, context="Names: Ada" if i == 0 else "", language="en" if i == 0 else None, max_new_tokens=24)
+            for i, clip in enumerate(clips)
+        ])  # fmt: skip
+        for r in results:
+            assert set(r) == {"language", "text", "raw", "engine_s", "num_tokens", "finish_reason", "token_ids", "spans", "logprobs"}
+            assert r["logprobs"] is None and len(r["token_ids"]) == r["num_tokens"]  # log-probabilities only when asked
+            assert r["finish_reason"] in ("stop", "length")
+            assert isinstance(r["text"], str) and isinstance(r["raw"], str)
+            assert r["language"] is None or isinstance(r["language"], str)
+            assert r["engine_s"] > 0 and 1 <= r["num_tokens"] <= 24
+        assert results[0]["language"] == "English" and results[0]["text"]  # forced
+
+        # A bad row fails alone, as a RowError; the engine carries on.
+        with pytest.raises(RowError, match="mono"):
+            await engine.transcribe(np.zeros((2, SR), np.float32))
+        with pytest.raises(RowError, match="empty"):
+            await engine.transcribe(np.zeros(0, np.float32))
+        with pytest.raises(RowError):  # prompt longer than max_model_len
+            await engine.transcribe(clips[0], context="word " * 4000)
+        with pytest.raises(RowError, match="unsupported language"):
+            await engine.transcribe(clips[0], language="Klingon")
+        short = await engine.transcribe(np.zeros(1600, np.float32))  # 0.1 s: padded to 0.5 s
+        assert isinstance(short["text"], str)
+        again = await engine.transcribe(clips[1], max_new_tokens=24)
+        assert again["raw"] == results[1]["raw"]  # greedy: same input, same output
+
+        # Engine death is not a row error: kill the EngineCore process this engine started.
+        cores = [p for p in psutil.Process().children() if p.name() == "VLLM::EngineCore"]
+        assert len(cores) == 1
+        cores[0].kill()
+        with pytest.raises(EngineDeadError):
+            await asyncio.wait_for(engine.transcribe(clips[0]), timeout=60)
+        assert engine.is_dead
+
+    loop.run_until_complete(run())
