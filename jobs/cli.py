@@ -38,10 +38,13 @@ def fail(message: str) -> int:
 def models_of(cfg: Any) -> list[tuple[str, str, dict]]:
     """(config field, model, storage options) for every model the job will load.
 
-    A section counts when the job runs it: `asr` always, `align` when enabled (the align job's
-    always is), the label job's `agreement` model when enabled.
+    A section counts when the job runs it: `asr` always (but in a benchmark run with
+    `engine: false`, which decodes only), `align` when enabled (the align job's always is), the
+    label job's `agreement` model when enabled.
     """
     found = []
+    if getattr(cfg, "engine", True) is False:
+        return found
     for section in ("asr", "align", "agreement"):
         part = getattr(cfg, section, None)
         if part is None or not getattr(part, "model", None) or not getattr(part, "enabled", True):

@@ -107,3 +107,12 @@ def test_jobs_fetch_block_metadata_inline_unless_told_otherwise(setting, expecte
     proc = subprocess.run([sys.executable, "-c", _FETCHER], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_decode_only_benchmark_loads_no_model():
+    from jobs.cli import models_of
+    from pipeline.benchmark.config import BenchmarkConfig
+
+    cfg = BenchmarkConfig.model_validate({"asr": {"model": "/nonexistent/qwen3-asr"}})
+    assert models_of(cfg) == [("asr.model", "/nonexistent/qwen3-asr", {})]
+    assert models_of(cfg.model_copy(update={"engine": False})) == []
