@@ -179,7 +179,7 @@ def decode_audio(
         raise AudioError("too_short", f"{name}: {seconds:.3f} s of audio, shorter than the {min_duration_s} s minimum")
     if reject_silence and (samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK):
         raise AudioError("silent_audio", f"{name}: the audio is digital silence (peak below {SILENCE_PEAK})")
-    if not _all_finite(samples):
+    if not result.integer_samples and not _all_finite(samples):
         raise AudioError("invalid_samples", f"{name}: the audio holds NaN or infinite sample values")
     return DecodedAudio(
         samples=samples,

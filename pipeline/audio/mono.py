@@ -112,3 +112,6 @@ class DecodePass:
     notes: list[str] = field(default_factory=list)
     stopped: str | None = None
     decoder: str = ""
+    # Every sample came from an integer code (PCM, FLAC, u-law, a-law): no NaN or infinity can be
+    # among them, so the finiteness check over the waveform is skipped.
+    integer_samples: bool = False

@@ -18,6 +18,9 @@ from pipeline.audio.probe import WavLayout
 # Frames per read: 1 Mi frames of 48 kHz stereo is 8 MB of float32, 22 s.
 BLOCK_FRAMES = 1 << 20
 
+# libsndfile subtypes whose samples are integer codes (FLAC files report their PCM depth).
+INTEGER_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW", "ALAC_16", "ALAC_20", "ALAC_24", "ALAC_32"})
+
 # A header frame count above this (about 3 years at 192 kHz) is no count at all: libsndfile
 # reports 2^63-1 for some chained Opus files.
 _ABSURD_FRAMES = 1 << 44
@@ -70,7 +73,10 @@ def decode_sndfile(
                 break
             sink.add(block, rate)
             done += len(block)
-    return DecodePass(rate, channels, done / rate, declared_s=count / rate, notes=notes, decoder="libsndfile")
+        integer = (raw.subtype if raw is not None else f.subtype) in INTEGER_SUBTYPES
+    return DecodePass(
+        rate, channels, done / rate, declared_s=count / rate, notes=notes, decoder="libsndfile", integer_samples=integer
+    )
 
 
 def _skip(f: sf.SoundFile, frames: int) -> None:
