@@ -41,33 +41,14 @@ def _every_id_once(out: Path) -> list[str]:
 def _poisoned_actor(crash_log: Path):
     # Defined here, not at module level, so Ray ships the class by value to its workers.
     from actors.asr_actor import AsrActor
-
-    def descendants(root: int) -> dict[int, list]:
-        """pid -> [start time, command line] of every live descendant of ``root`` (read from /proc)."""
-        children: dict[int, list[int]] = {}
-        for entry in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_bytes().rpartition(b")")[2].split()
-            except (OSError, ValueError):
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-        found, stack = {}, [root]
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                try:
-                    start = int(Path(f"/proc/{child}/stat").read_bytes().rpartition(b")")[2].split()[19])
-                    cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    continue
-                found[child] = [start, cmd]
-                stack.append(child)
-        return found
+    from tests.test_orphans import _cmdline, descendants
 
     class PoisonedAsrActor(AsrActor):
         async def __call__(self, batch):
             if any(i.startswith("poison") for i in batch.column("id").to_pylist()):
                 with open(crash_log, "a") as f:
-                    f.write(json.dumps({"actor": os.getpid(), "engine": descendants(os.getpid())}) + "\n")
+                    engine = {pid: [start, _cmdline(pid)] for pid, start in descendants(os.getpid()).items()}
+                    f.write(json.dumps({"actor": os.getpid(), "engine": engine}) + "\n")
                 os._exit(1)  # as an engine segfault would: no exception, no cleanup
             return await super().__call__(batch)
 

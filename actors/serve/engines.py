@@ -20,8 +20,27 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 
 
+class _EngineHealth:
+    """Readiness and Serve's health check for a deployment holding ``self.engine`` (an adapter
+    with ``is_dead``), ``self.model_name``, ``self.busy`` (a BusyGauge) and ``ENGINE`` (its name
+    in the message)."""
+
+    ENGINE = "vLLM engine"
+
+    def ready(self) -> dict:
+        """``{"model", "busy_share"}`` while the engine lives; raises once it is dead."""
+        self.check_health()
+        return {"model": self.model_name, "busy_share": round(self.busy.update(), 3)}
+
+    def check_health(self) -> None:
+        """Called by Serve every ``health_check_period_s``: raises once the engine is dead."""
+        self.busy.update()
+        if self.engine.is_dead:
+            raise RuntimeError(f"the {self.ENGINE} is dead")
+
+
 @serve.deployment(name="asr", health_check_period_s=10, health_check_timeout_s=30)
-class AsrEngineDeployment:
+class AsrEngineDeployment(_EngineHealth):
     """Holds an :class:`actors.asr_engine.AsrEngine`."""
 
     def __init__(self, model: str, model_cache_dir: str, max_new_tokens: int, max_chunk_s: float, engine: dict) -> None:
@@ -60,22 +79,13 @@ class AsrEngineDeployment:
         finally:
             self.busy.clock.leave()
 
-    def ready(self) -> dict:
-        """``{"model", "busy_share"}`` while the engine lives; raises once it is dead."""
-        self.check_health()
-        return {"model": self.model_name, "busy_share": round(self.busy.update(), 3)}
-
-    def check_health(self) -> None:
-        """Called by Serve every ``health_check_period_s``: raises once the engine is dead."""
-        self.busy.update()
-        if self.engine.is_dead:
-            raise RuntimeError("the vLLM engine is dead")
-
 
 @serve.deployment(name="align", health_check_period_s=10, health_check_timeout_s=30)
-class AlignEngineDeployment:
+class AlignEngineDeployment(_EngineHealth):
     """Holds an :class:`actors.align_engine.AlignEngine`; aligns recordings span by span as the
     batch aligner actor does (pipeline/align/plan.py)."""
+
+    ENGINE = "vLLM aligner engine"
 
     def __init__(self, model: str, model_cache_dir: str, max_chunk_s: float, engine: dict) -> None:
         from actors.align_engine import AlignEngine
@@ -129,13 +139,3 @@ class AlignEngineDeployment:
         # Pieces are repaired one by one; this guards the seams between them (as the batch actor).
         words = spread_piled_words(enforce_invariants(flat, duration), 0.0, duration)
         return {"words": words, "align_s": engine_s}
-
-    def ready(self) -> dict:
-        """``{"model", "busy_share"}`` while the engine lives; raises once it is dead."""
-        self.check_health()
-        return {"model": self.model_name, "busy_share": round(self.busy.update(), 3)}
-
-    def check_health(self) -> None:
-        self.busy.update()
-        if self.engine.is_dead:
-            raise RuntimeError("the vLLM aligner engine is dead")
