@@ -11,7 +11,9 @@ TINY_MODEL ?= build/tiny-qwen3-asr
 TINY_ALIGNER ?= build/tiny-qwen3-aligner
 PYTEST_ARGS ?=
 # Test files run side by side in this many processes (pytest-xdist, whole files per worker): an
-# engine start is mostly single-threaded imports, so 2 cores run 2 of them at once well.
+# engine start is mostly single-threaded imports, so 2 cores run 2 of them at once well. Files go
+# out in the order tests/conftest.py gives (slowest first), not xdist's most-tests-first: that
+# left the one-test job files (a node loss, a load test) to one worker for the last two minutes.
 TEST_WORKERS ?= 2
 
 # Tests start Ray and servers; run them in a private network namespace with only loopback
@@ -53,7 +55,7 @@ demo: install
 	$(PY) -m jobs.demo $(if $(strip $(MODEL)),--model $(strip $(MODEL)))
 
 test: install
-	$(IN_NS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(IN_NS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 clean:
 	rm -rf out build .pytest_cache

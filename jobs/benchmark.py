@@ -154,7 +154,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         str(c): {"throughput": statistics.median(rd["plain_loops"][str(c)] for rd in report["rounds"])} for c in points
     }
 
-    # 2b. What speech detection costs the decode stage, per core.
+    # 2b. Each format alone: the pipeline's decode stage on one core next to one plain loop of the
+    # library that reads it, alternating, the ratio taken within each round (median reported).
+    if cfg.per_format:
+        report["per_format"] = _per_format(cfg, files)
+
+    # 2c. What speech detection costs the decode stage, per core.
     report["vad_cost"] = runs.vad_cost([f.path for f in files])
     logger.info(
         "decode per core: %.0f audio s/s without VAD, %.0f with", report["vad_cost"]["decode_per_core_vad_off"],
@@ -190,6 +195,49 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         f.write(markdown)
     print(markdown, flush=True)
     return report
+
+
+def _per_format(cfg: BenchmarkConfig, files: list) -> dict:
+    """Per format (every rate together): {pipeline, plain, ratio, rounds}, audio seconds per
+    second of one core; ``ratio`` is the median of the per-round ratios pipeline / plain loop."""
+    from pipeline.benchmark import decoders, runs
+    from pipeline.benchmark.corpus import write_manifest
+    from pipeline.benchmark.decoders import time_loop
+    from pipeline.transcribe import decode, read_manifest
+
+    out: dict = {}
+    for fmt in dict.fromkeys(f.format for f in files):
+        group = [f for f in files if f.format == fmt]
+        audio_s = sum(f.duration_s for f in group)
+        manifest = write_manifest(group, os.path.join(cfg.corpus.dir, f"manifest_{fmt}.jsonl"))
+        jc = _job_config(cfg, manifest, 1, vad=False)
+        rows = read_manifest(jc).materialize()
+        paths = [f.path for f in group]
+        per_round: list[tuple[float, float]] = []
+        for r in range(cfg.repeats):
+            got: dict[str, float] = {}
+
+            def plain_run() -> None:  # in this process: one loop, no pool to start per format
+                got["plain"] = audio_s / time_loop(decoders.plain, paths)[0]
+
+            def pipeline_run() -> None:
+                got["pipeline"] = speed(runs.consume_blocks(decode(jc, rows)))
+
+            for measure in (plain_run, pipeline_run) if r % 2 == 0 else (pipeline_run, plain_run):
+                measure()
+            per_round.append((got["pipeline"], got["plain"]))
+        out[fmt] = {
+            "decoder": "libsndfile" if paths[0].lower().endswith(decoders.SNDFILE_EXTENSIONS) else "FFmpeg",
+            "files": len(group),
+            "audio_s": audio_s,
+            "pipeline": statistics.median(p for p, _ in per_round),
+            "plain": statistics.median(q for _, q in per_round),
+            "ratio": statistics.median(p / q for p, q in per_round),
+            "rounds": [p / q for p, q in per_round],
+        }
+        logger.info("%s: pipeline decode %.0f audio s/s on one core, plain loop %.0f (%.2f)", fmt,
+                    out[fmt]["pipeline"], out[fmt]["plain"], out[fmt]["ratio"])  # fmt: skip
+    return out
 
 
 def speed(run: dict) -> float:
@@ -290,6 +338,20 @@ def to_markdown(r: dict) -> str:
             f"| {c} | {_f(speed(d), '.0f')} | {_f(speed(d) / int(c), '.0f')} | {_f(side, '.0f')} | {every} "
             f"| {_f(d['throughput'], '.0f')} | {_f(d['wall_s'])} |"
         )
+    if r.get("per_format"):
+        lines += [
+            "", f"## Pipeline decode stage per format, one core (audio seconds per second, median of {len(r['rounds'])} rounds)", "",
+            "Each format's files alone through the decode stage (speech detection off) next to one plain loop of the "
+            "library that reads the format; the ratio is taken within each round.", "",
+            "| format | decoder | files | pipeline | plain loop | ratio | every round |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]  # fmt: skip
+        for fmt, d in r["per_format"].items():
+            every = " / ".join(_f(v) for v in d["rounds"])
+            lines.append(
+                f"| {fmt} | {d['decoder']} | {d['files']} | {_f(d['pipeline'], '.0f')} | {_f(d['plain'], '.0f')} "
+                f"| {_f(d['ratio'])} | {every} |"
+            )
     if r.get("vad_cost"):
         v = r["vad_cost"]
         lines += [

@@ -100,14 +100,15 @@ def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
 
 
-# Files that run whole jobs, slowest first (seconds on 2 cores, `make test`): xdist hands files
-# out in collection order, so starting these first keeps one worker from finishing minutes after
-# the other. A new slow file belongs in this list.
+# Files that run whole jobs, slowest first (as measured with TEST_TIMELINE, below): `make test`
+# hands files out in collection order (xdist's --no-loadscope-reorder), so the long ones start
+# first and the many short files fill the end on whichever worker frees up first. A new slow file
+# belongs in this list, at its place.
 SLOW_FILES = (
-    "test_resume.py", "test_node_loss.py", "test_etl_job.py", "test_crashes.py", "test_accuracy.py",
-    "test_label_job.py", "test_benchmark_job.py", "test_submit.py", "test_transcribe_e2e.py",
-    "test_secrets.py", "test_job_cli.py", "test_orphans.py", "test_storage_faults.py", "test_load_test.py",
-    "test_align_e2e.py", "test_align_actor.py", "test_serve.py",
+    "test_node_loss.py", "test_label_job.py", "test_benchmark_job.py", "test_crashes.py", "test_secrets.py",
+    "test_etl_job.py", "test_transcribe_e2e.py", "test_resume.py", "test_submit.py", "test_serve.py",
+    "test_storage_faults.py", "test_orphans.py", "test_load_test.py", "test_job_cli.py", "test_align_e2e.py",
+    "test_accuracy.py", "test_align_actor.py", "test_align_engine.py", "test_asr_quality.py", "test_run_lock.py",
 )  # fmt: skip
 
 
@@ -120,3 +121,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Where the suite's time goes, per worker and file (`TEST_TIMELINE=path make test`): one JSON line
+# per test phase with its wall-clock start and end, for keeping `make test` within its budget
+# (which worker idles at the end, which files overlap the slow ones).
+_TIMELINE = os.environ.get("TEST_TIMELINE")
+
+
+if _TIMELINE:
+    import json
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        start = time.time()
+        yield
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(_TIMELINE, "a") as f:
+            f.write(json.dumps({"worker": worker, "test": item.nodeid, "start": start, "end": time.time()}) + "\n")

@@ -114,6 +114,13 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
     v = report["vad_cost"]
     assert 0 < v["decode_per_core_vad_on"] < v["decode_per_core_vad_off"] and v["vad_alone_per_core"] > 0
     assert report["memory_mb"]["driver"] > 0 and report["memory_mb"]["largest_worker"] > 0
+    # Each format alone through the decode stage next to its library's plain loop.
+    per_format = report["per_format"]
+    assert set(per_format) == {"wav", "mp3", "opus"}
+    assert per_format["opus"]["files"] == 2 and per_format["wav"]["decoder"] == "libsndfile"
+    for d in per_format.values():
+        assert d["pipeline"] > 0 and d["plain"] > 0 and d["ratio"] == pytest.approx(d["rounds"][0])
+    assert "## Pipeline decode stage per format" in markdown and "| opus | libsndfile | 2 |" in markdown
     for kind in ("wav@16000", "mp3@44100", "opus@16000"):
         assert f"| {kind} |" in markdown
 

@@ -232,6 +232,10 @@ def test_a_killed_driver_leaves_no_process_of_its_job():
         sys.executable, "-m", "jobs.transcribe", "--config", "configs/transcribe.yaml",
         "--set", "asr.model=models/tiny-qwen3-asr-synth",
         "--set", "asr.max_chunk_s=5",
+        # One request at a time: the run after the engine is up lasts seconds, not one, so the
+        # kill below lands mid-run however late the engine's log line is seen on a busy machine.
+        "--set", "asr.batch_size=1",
+        "--set", "asr.max_in_flight_batches=1",
         "--set", "input.manifest=tests/assets/synth/manifest.jsonl",
         "--set", f"output.path={tmp / 'out'}",
         "--set", "ray.num_cpus=2",
@@ -249,7 +253,7 @@ def test_a_killed_driver_leaves_no_process_of_its_job():
             engine = [p for p in tree if "EngineCore" in _cmdline(p)]
             if engine and _engine_ready(tmp):
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert driver.poll() is None and engine, "the job ended before its engine was up:\n" + log.read_text()[-3000:]
         seen.update(descendants(driver.pid))
         names = {_cmdline(p) for p in seen}

@@ -42,6 +42,9 @@ class BenchmarkConfig(JobBase):
     engine_files: int | None = Field(
         default=None, gt=0, description="Files for the engine parts; unset = the whole corpus"
     )
+    per_format: bool = Field(
+        default=True, description="Time the decode stage on each format alone (one core) next to its plain loop"
+    )
     cores: list[int] | None = Field(default=None, description="Decode scaling points; unset = 1..all cores")
     repeats: int = Field(
         default=5, gt=0, description="Rounds of pipeline decode next to plain loops; ratios are per-round medians"
