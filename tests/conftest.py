@@ -105,10 +105,10 @@ def _has_cuda() -> bool:
 # first and the many short files fill the end on whichever worker frees up first. A new slow file
 # belongs in this list, at its place.
 SLOW_FILES = (
-    "test_node_loss.py", "test_label_job.py", "test_benchmark_job.py", "test_crashes.py", "test_secrets.py",
-    "test_etl_job.py", "test_transcribe_e2e.py", "test_resume.py", "test_submit.py", "test_serve.py",
-    "test_storage_faults.py", "test_orphans.py", "test_load_test.py", "test_job_cli.py", "test_align_e2e.py",
-    "test_accuracy.py", "test_align_actor.py", "test_align_engine.py", "test_asr_quality.py", "test_run_lock.py",
+    "test_node_loss.py", "test_label_job.py", "test_benchmark_job.py", "test_crashes.py", "test_resume.py",
+    "test_secrets.py", "test_etl_job.py", "test_transcribe_e2e.py", "test_submit.py", "test_serve.py",
+    "test_storage_faults.py", "test_load_test.py", "test_job_cli.py", "test_align_e2e.py", "test_accuracy.py",
+    "test_align_actor.py", "test_align_engine.py", "test_asr_quality.py", "test_run_lock.py",
 )  # fmt: skip
 
 

