@@ -38,6 +38,11 @@ def test_corpus_covers_formats_and_rates(tmp_path):
         assert f.duration_s == pytest.approx(1.5, abs=0.1)
     manifest = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert [m["audio"] for m in manifest] == [f.path for f in files]
+    # Listed twice, every row keeps an id of its own (a repeated id would fail as a duplicate).
+    from pipeline.benchmark.corpus import write_manifest
+
+    twice = [json.loads(line) for line in Path(write_manifest(files[:3], tmp_path / "twice.jsonl", repeat=2)).read_text().splitlines()]
+    assert [m["audio"] for m in twice] == [f.path for f in files[:3]] * 2 and len({m["id"] for m in twice}) == 6
     # A second call reuses the files.
     mtimes = [os.path.getmtime(f.path) for f in files]
     make_corpus(tmp_path, formats=["wav", "flac", "mp3", "opus"], rates=[8000, 22050, 48000], files_per_kind=2, clip_s=1.5, channels=2)
@@ -80,6 +85,7 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
             "--set", "asr.engine.max_model_len=2048",
             "--set", "ray.num_cpus=2",
             "--set", "repeats=1",  # the median over rounds: test_ratios_are_medians_of_per_round_ratios
+            "--set", "per_format_pass_s=0.2",
         ],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -120,7 +126,11 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
     assert per_format["opus"]["files"] == 2 and per_format["wav"]["decoder"] == "libsndfile"
     for d in per_format.values():
         assert d["pipeline"] > 0 and d["plain"] > 0 and d["ratio"] == pytest.approx(d["rounds"][0])
-    assert "## Pipeline decode stage per format" in markdown and "| opus | libsndfile | 2 |" in markdown
+        assert d["repeat"] >= 1 and d["audio_s"] == pytest.approx(d["repeat"] * d["files"] * 2, rel=0.05)
+    # The fast format is listed more times than the slow one to make passes of similar length.
+    assert per_format["wav"]["repeat"] > per_format["opus"]["repeat"]
+    opus = per_format["opus"]
+    assert f"| opus | libsndfile | 2 x {opus['repeat']} |" in markdown and "## Pipeline decode stage per format" in markdown
     for kind in ("wav@16000", "mp3@44100", "opus@16000"):
         assert f"| {kind} |" in markdown
 

@@ -45,6 +45,9 @@ class BenchmarkConfig(JobBase):
     per_format: bool = Field(
         default=True, description="Time the decode stage on each format alone (one core) next to its plain loop"
     )
+    per_format_pass_s: float = Field(
+        default=4.0, gt=0, description="Each format's pass repeats its files to last about this long (plain loop)"
+    )
     cores: list[int] | None = Field(default=None, description="Decode scaling points; unset = 1..all cores")
     repeats: int = Field(
         default=5, gt=0, description="Rounds of pipeline decode next to plain loops; ratios are per-round medians"

@@ -132,9 +132,13 @@ def make_corpus(
     return files
 
 
-def write_manifest(files: list[BenchFile], path: str | os.PathLike) -> str:
-    """A JSONL manifest of ``files`` (ids from the file names); returns its absolute path."""
+def write_manifest(files: list[BenchFile], path: str | os.PathLike, repeat: int = 1) -> str:
+    """A JSONL manifest of ``files`` (ids from the file names), the whole list ``repeat`` times
+    (ids of the copies suffixed ``-r1``, ``-r2``, ...: a repeated id would fail as a duplicate);
+    returns its absolute path."""
     with open(path, "w") as f:
-        for b in files:
-            f.write(json.dumps({"id": Path(b.path).stem, "audio": b.path}) + "\n")
+        for k in range(repeat):
+            for b in files:
+                row_id = Path(b.path).stem + (f"-r{k}" if k else "")
+                f.write(json.dumps({"id": row_id, "audio": b.path}) + "\n")
     return os.path.abspath(path)
