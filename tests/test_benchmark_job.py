@@ -127,8 +127,6 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
     for d in per_format.values():
         assert d["pipeline"] > 0 and d["plain"] > 0 and d["ratio"] == pytest.approx(d["rounds"][0])
         assert d["repeat"] >= 1 and d["audio_s"] == pytest.approx(d["repeat"] * d["files"] * 2, rel=0.05)
-    # The fast format is listed more times than the slow one to make passes of similar length.
-    assert per_format["wav"]["repeat"] > per_format["opus"]["repeat"]
     opus = per_format["opus"]
     assert f"| opus | libsndfile | 2 x {opus['repeat']} |" in markdown and "## Pipeline decode stage per format" in markdown
     for kind in ("wav@16000", "mp3@44100", "opus@16000"):
