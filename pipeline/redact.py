@@ -17,6 +17,7 @@ run used.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -57,6 +58,7 @@ _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|token)\s+[A-Za-z0-9._~+/\-]{8,}=*", 
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the name, asked per batch for every environment variable
 def is_secret_key(name: str) -> bool:
     """Whether a mapping key, query parameter or environment variable names a credential."""
     words = re.findall(r"[a-z0-9]+", _CAMEL.sub(r"\1_\2", str(name)).lower())
