@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from pipeline.watchdog import WATCHER_NAME, _signal, watch
 
 REPO = Path(__file__).resolve().parents[1]
