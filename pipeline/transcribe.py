@@ -22,7 +22,7 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.align.subtitle_stage import SUBTITLES_DIR, write_subtitles
-from pipeline.audio.stage import decode_batch
+from pipeline.audio.stage import decode_tables
 from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
 from pipeline.io import storage
 from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_done
@@ -233,7 +233,7 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
     """The CPU stage: decode, resample to 16 kHz mono, detect speech (transcribe job), plan chunks."""
     transcribing = isinstance(cfg, JobConfig)
     return manifest.map_batches(
-        decode_batch,
+        decode_tables,
         fn_kwargs={
             # The align job plans its chunks for the aligner; ASR chunks are reused by alignment.
             "max_chunk_s": cfg.asr.max_chunk_s if transcribing else cfg.align.max_chunk_s,
@@ -249,7 +249,9 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
             "vad": cfg.vad.model_dump() if transcribing else None,
         },
         batch_format="pyarrow",
-        batch_size=cfg.decode.batch_size,
+        # A task's rows in one call: its output leaves in a few tables of one buffer each (see
+        # decode_tables), not one table per small batch.
+        batch_size=cfg.decode.batch_size * cfg.decode.batches_per_task,
         num_cpus=cfg.decode.num_cpus,
         compute=ray.data.TaskPoolStrategy(size=cfg.decode.concurrency) if cfg.decode.concurrency else None,
         # Retry a decode task lost with its node. Also keeps decoding in its own tasks: Ray Data

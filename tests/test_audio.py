@@ -251,3 +251,29 @@ def test_eight_channels_at_192k_are_downmixed_and_resampled(tmp_path: Path) -> N
     assert (out.source_sample_rate, out.source_channels) == (192000, 8)
     assert out.samples.size == int(16000 * seconds)
     assert abs(np.abs(out.samples).max() - 0.2) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("subtype", "container"),
+    [(s, c) for s in ("PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT") for c in ("wav", "aiff")] + [("PCM_16", "flac"), ("PCM_24", "flac")],
+)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pcm_decodes_to_exactly_what_libsndfile_converts(tmp_path: Path, subtype: str, container: str, channels: int) -> None:
+    # 16- and 32-bit PCM are read as integers and scaled by numpy (faster than libsndfile's own
+    # conversion): the samples must be bit for bit what libsndfile's float read gives.
+    rng = np.random.default_rng(7)
+    x = np.clip(rng.standard_normal((16000 * 2 + 7, channels)) * 0.3, -1, 1).astype(np.float32)
+    x[:4] = [[-1.0] * channels, [1.0] * channels, [0.0] * channels, [-0.5] * channels]  # the ends of the scale
+    path = tmp_path / f"x.{container}"
+    sf.write(str(path), x, 16000, subtype=subtype)
+    expected, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    expected = expected[:, 0] if channels == 1 else expected.mean(axis=1, dtype=np.float32)
+    out = decode_audio(str(path))
+    assert out.samples.dtype == np.float32 and out.samples.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(out.samples, expected)
+    # The same through the crashed-recorder path (sizes never written: read as raw PCM).
+    if container == "wav" and subtype in ("PCM_16", "PCM_32"):
+        data = bytearray(path.read_bytes())
+        data[4:8] = b"\0\0\0\0"
+        data[data.index(b"data") + 4 : data.index(b"data") + 8] = b"\0\0\0\0"
+        np.testing.assert_array_equal(decode_audio("unfinalized.wav", data=bytes(data)).samples, expected)

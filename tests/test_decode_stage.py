@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import soundfile as sf
 
 from pipeline.audio.stage import decode_batch
@@ -52,3 +53,55 @@ def test_each_bad_input_fails_its_own_row_with_its_category(tmp_path: Path) -> N
         else:
             assert row["error_stage"] == "decode" and row["error"].startswith(expected + ":"), (row["id"], row["error"])
             assert row["samples"] == []
+
+
+def test_a_task_output_is_cut_into_tables_of_one_buffer_each(tmp_path: Path) -> None:
+    from pipeline.audio.stage import decode_tables
+
+    # 12 one-second clips at 16 kHz (64 000 bytes of waveform each), one of them bad.
+    paths = []
+    for i in range(12):
+        path = tmp_path / f"c{i}.wav"
+        if i == 5:
+            path.write_text("<html>not audio</html>")
+        else:
+            sf.write(str(path), np.full(16000 + i, 0.01 * (i + 1), np.float32), 16000, subtype="FLOAT")
+        paths.append(str(path))
+    batch = pa.table({"id": [f"c{i}" for i in range(12)], "audio": paths})
+    tables = list(decode_tables(batch, max_chunk_s=30.0, output_bytes=4 * 64000))
+    # Cut after the row that reaches 4 clips' worth: rows 0-3, 4-8 (row 5 failed, no waveform), 9-11.
+    assert [t.num_rows for t in tables] == [4, 5, 3]
+    joined = pa.concat_tables(tables)
+    assert joined.column("id").to_pylist() == [f"c{i}" for i in range(12)]  # every row once, in order
+    for t in tables:
+        assert t.column("samples").num_chunks == 1  # one buffer per table, as Ray stores it
+    rows = joined.to_pylist()
+    assert rows[5]["error"].startswith("unsupported_format:") and rows[5]["samples"] == []
+    for i, row in enumerate(rows):
+        if i != 5:
+            assert row["error"] is None and len(row["samples"]) == 16000 + i
+            assert row["samples"][0] == pytest.approx(0.01 * (i + 1))
+    # Without a limit, one table; the same rows.
+    whole = list(decode_tables(batch, max_chunk_s=30.0, output_bytes=None))
+    untimed = [{k: v for k, v in r.items() if k != "decode_s"} for r in rows]
+    assert len(whole) == 1 and [{k: v for k, v in r.items() if k != "decode_s"} for r in whole[0].to_pylist()] == untimed
+    empty = list(decode_tables(batch.slice(0, 0), max_chunk_s=30.0))
+    assert len(empty) == 1 and empty[0].num_rows == 0 and "samples" in empty[0].column_names
+
+
+def test_waveforms_of_a_batch_are_its_own_rows_whatever_the_chunks() -> None:
+    from pipeline.io.schema import waveforms
+
+    rows = [np.arange(n, dtype=np.float32) + 100 * n for n in (3, 0, 5, 2, 4)]
+    one = pa.table({"samples": pa.array(rows, pa.list_(pa.float32()))})
+    two = pa.concat_tables([one.slice(0, 2), one.slice(2, 3)])  # two chunks
+    for table, start, stop in ((one, 0, 5), (one, 1, 4), (two, 0, 5), (two, 1, 4), (one, 2, 3)):
+        batch = table.slice(start, stop - start)  # a batch cut out of a block, as Ray Data hands it over
+        flat, offsets = waveforms(batch)
+        got = [flat[offsets[i] : offsets[i + 1]] for i in range(batch.num_rows)]
+        assert len(offsets) == batch.num_rows + 1
+        for a, b in zip(got, rows[start:stop], strict=True):
+            np.testing.assert_array_equal(a, b)
+    sliced = one.slice(1, 3).column("samples")
+    flat, _ = waveforms(one.slice(1, 3))
+    assert flat.ctypes.data == np.frombuffer(sliced.chunk(0).values.buffers()[1], np.float32).ctypes.data  # read in place

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipeline.audio.stage import decode_batch
+from pipeline.audio.stage import decode_tables
 from pipeline.config import load_config
 from pipeline.transcribe import read_manifest
 from tests import audio_inputs as A
@@ -38,7 +38,7 @@ def _cfg(s3, manifest: str, *extra: str):
 
 def _decoded(cfg) -> dict[str, dict]:
     ds = read_manifest(cfg).map_batches(
-        decode_batch,
+        decode_tables,
         fn_kwargs={"max_chunk_s": 60.0, "storage_options": dict(cfg.input.storage_options)},
         batch_format="pyarrow",
         concurrency=1,

@@ -570,10 +570,10 @@ def test_canary_credentials_appear_nowhere(s3, tiny_asr_dir, audio_server, tmp_p
                 blob = path.read_bytes()
             except OSError:  # a file removed while Ray shut down
                 continue
-            searched += blob.count(b"decode_batch")
+            searched += blob.count(b"decode_tables")
             if found := _leaks(blob, needles):
                 leaks[str(path)] = found
-        assert searched, "the search did not reach Ray's logs (Ray Data logs its plan, decode_batch included)"
+        assert searched, "the search did not reach Ray's logs (Ray Data logs its plan, decode_tables included)"
         assert not leaks, leaks
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -25,8 +25,10 @@ _SEEK_FORMATS = ("mov", "mp4", "matroska", "webm", "ogg", "asf", "wav", "flac", 
 ESTIMATED_FORMATS = ("mp3", "aac", "ac3", "eac3", "amr", "amrnb", "amrwb", "mpegts", "mpeg", "dts", "loas")
 
 _PRE_ROLL_S = 1.0
-# Source samples gathered before they are converted and handed on (about 6 s at 44.1 kHz).
-_BLOCK_SAMPLES = 1 << 18
+# Source samples gathered before they are converted and handed on (about 47 s at 44.1 kHz, 8 MB
+# of float32 per channel): a recording of up to that length is resampled in one call, as a
+# plain loop does (streaming soxr in blocks cost 10-20 % more on 10 s clips).
+_BLOCK_SAMPLES = 1 << 21
 # Seconds beyond which a declared length is no length (a corrupt or unfilled header field).
 ABSURD_S = 1e7
 _SCALE = {"s16": 1 / 32768, "s16p": 1 / 32768, "s32": 1 / 2**31, "s32p": 1 / 2**31, "s64": 1 / 2**63, "s64p": 1 / 2**63}
@@ -50,7 +52,7 @@ class _Run:
         mono = x[0] if channels == 1 else x.mean(axis=0, dtype=np.float32)
         scale = _SCALE.get(fmt)
         if scale is not None:
-            mono = mono.astype(np.float32) * np.float32(scale)
+            return np.multiply(mono, np.float32(scale), dtype=np.float32)  # one pass, a new contiguous array
         return np.ascontiguousarray(mono, dtype=np.float32)
 
 

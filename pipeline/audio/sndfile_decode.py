@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO
 
+import numpy as np
 import soundfile as sf
 
 from pipeline.audio.errors import segment_frames, too_long
@@ -20,6 +21,17 @@ BLOCK_FRAMES = 1 << 20
 
 # libsndfile subtypes whose samples are integer codes (FLAC files report their PCM depth).
 INTEGER_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW", "ALAC_16", "ALAC_20", "ALAC_24", "ALAC_32"})
+
+# PCM subtypes read as integers and scaled by numpy instead of converted by libsndfile: its
+# integer-to-float path reads through an 8 KB buffer and converts sample by sample (0.9 ms for
+# 10 s of 44.1 kHz 16-bit mono, against 0.2 ms for the integer read and one vectorised multiply).
+# The result is bit-identical (libsndfile's normalisation is the same power-of-two scale; tests
+# compare the two). Not 24-bit PCM (unpacked to int32 no faster) and not FLAC (decoded to int32
+# inside either way): both measured no faster.
+_INTEGER_READ: dict[str, tuple[str, np.float32]] = {
+    "PCM_16": ("int16", np.float32(2.0**-15)),
+    "PCM_32": ("int32", np.float32(2.0**-31)),
+}
 
 # A header frame count above this (about 3 years at 192 kHz) is no count at all: libsndfile
 # reports 2^63-1 for some chained Opus files.
@@ -66,14 +78,21 @@ def decode_sndfile(
                 f.seek(start)
             else:
                 _skip(f, start)
+        subtype = raw.subtype if raw is not None else f.subtype
+        dtype, scale = _INTEGER_READ.get(subtype, ("float32", None)) if f.format != "FLAC" else ("float32", None)
         done = 0
         while done < count:
-            block = f.read(min(BLOCK_FRAMES, count - done), dtype="float32", always_2d=True)
+            block = f.read(min(BLOCK_FRAMES, count - done), dtype=dtype, always_2d=True)
             if not len(block):
                 break
-            sink.add(block, rate)
+            if scale is None:
+                sink.add(block, rate)
+            elif channels == 1:
+                sink.add_mono(np.multiply(block[:, 0], scale, dtype=np.float32), rate, 1)
+            else:
+                sink.add(np.multiply(block, scale, dtype=np.float32), rate)
             done += len(block)
-        integer = (raw.subtype if raw is not None else f.subtype) in INTEGER_SUBTYPES
+        integer = subtype in INTEGER_SUBTYPES
     return DecodePass(
         rate, channels, done / rate, declared_s=count / rate, notes=notes, decoder="libsndfile", integer_samples=integer
     )

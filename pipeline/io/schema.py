@@ -158,7 +158,11 @@ def waveforms(batch: pa.Table, name: str = "samples") -> tuple[Any, Any]:
     """The batch's waveform column, list<float32>, as one flat array and its row offsets.
 
     Returns ``(flat, offsets)``: float32 ``[total samples]`` and int ``[num_rows + 1]``; row i's
-    samples are ``flat[offsets[i]:offsets[i + 1]]`` (views, no copy per row).
+    samples are ``flat[offsets[i]:offsets[i + 1]]`` (views, no copy per row). A column of one
+    chunk (a batch within one decode table) is read in place; several chunks are joined first.
     """
-    col = batch.column(name).combine_chunks()
-    return col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy()
+    col = batch.column(name)
+    # A slice of a list array keeps its parent's values and absolute offsets, so the flat
+    # array here may hold rows of other batches: the offsets pick this batch's out of it.
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return arr.values.to_numpy(zero_copy_only=False), arr.offsets.to_numpy()
