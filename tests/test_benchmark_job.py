@@ -123,12 +123,12 @@ def test_benchmark_job_writes_its_table(tiny_asr_dir, tmp_path):
     # Each format alone through the decode stage next to its library's plain loop.
     per_format = report["per_format"]
     assert set(per_format) == {"wav", "mp3", "opus"}
-    assert per_format["opus"]["files"] == 2 and per_format["wav"]["decoder"] == "libsndfile"
+    assert per_format["opus"]["files"] == 2 and per_format["wav"]["decoder"] == "libsndfile" and per_format["opus"]["decoder"] == "FFmpeg"
     for d in per_format.values():
         assert d["pipeline"] > 0 and d["plain"] > 0 and d["ratio"] == pytest.approx(d["rounds"][0])
         assert d["repeat"] >= 1 and d["audio_s"] == pytest.approx(d["repeat"] * d["files"] * 2, rel=0.05)
     opus = per_format["opus"]
-    assert f"| opus | libsndfile | 2 x {opus['repeat']} |" in markdown and "## Pipeline decode stage per format" in markdown
+    assert f"| opus | FFmpeg | 2 x {opus['repeat']} |" in markdown and "## Pipeline decode stage per format" in markdown
     for kind in ("wav@16000", "mp3@44100", "opus@16000"):
         assert f"| {kind} |" in markdown
 

@@ -1,4 +1,5 @@
-"""The libsndfile decoder (soundfile): WAV, FLAC, MP3, Ogg Vorbis/Opus, AIFF and the like.
+"""The libsndfile decoder (soundfile): WAV, FLAC, MP3, Ogg Vorbis, AIFF and the like (Ogg Opus
+goes to FFmpeg, faster: ``decode.FAST_PATH``).
 
 The fast path where it is correct (see README, "Decoding"); ``decode.py`` holds its result
 against what the container declares and hands the recording to the FFmpeg decoder where it fell

@@ -15,13 +15,14 @@ import numpy as np
 TARGET_SR = 16000
 
 
-# Extensions libsndfile reads (the benchmark's own corpus names its files by format).
-SNDFILE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+# Extensions the pipeline reads with libsndfile (the benchmark's own corpus names its files by
+# format); Ogg Opus goes to FFmpeg (pipeline/audio/decode.py, FAST_PATH), so its plain loop is PyAV's.
+SNDFILE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
 
 def plain(path: str) -> np.ndarray:
-    """The baseline, in the simplest form, with the library that reads the format: soundfile +
-    soxr for libsndfile's formats, a PyAV decode loop + soxr for the others."""
+    """The baseline, in the simplest form, with the library that reads the format in the
+    pipeline: soundfile + soxr for libsndfile's formats, a PyAV decode loop + soxr for the others."""
     import soxr
 
     if path.lower().endswith(SNDFILE_EXTENSIONS):
