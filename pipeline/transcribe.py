@@ -249,9 +249,12 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
             "vad": cfg.vad.model_dump() if transcribing else None,
         },
         batch_format="pyarrow",
-        # A task's rows in one call: its output leaves in a few tables of one buffer each (see
-        # decode_tables), not one table per small batch.
-        batch_size=cfg.decode.batch_size * cfg.decode.batches_per_task,
+        # A block (read_manifest cuts the manifest into blocks of batch_size x batches_per_task
+        # rows) in one call: its output leaves in a few tables of one buffer each (see
+        # decode_tables), not one table per small batch. None, not a row count: with a count Ray
+        # Data bundles smaller blocks into one task to reach it (a 16-row manifest read as four
+        # blocks went to one task on one core instead of four).
+        batch_size=None,
         num_cpus=cfg.decode.num_cpus,
         compute=ray.data.TaskPoolStrategy(size=cfg.decode.concurrency) if cfg.decode.concurrency else None,
         # Retry a decode task lost with its node. Also keeps decoding in its own tasks: Ray Data

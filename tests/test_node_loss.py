@@ -42,7 +42,7 @@ def test_a_worker_node_removed_mid_run_loses_no_row(tiny_asr_dir, tmp_path):
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0 and lines, stdout[-3000:] + stderr[-5000:]
     report = json.loads(lines[-1])
-    assert report["removed_node"], "the ASR actor was on no worker node"
+    assert report["removed_node"], ("the ASR actor was on no worker node", report)
     assert report["at_removal"] < ROWS, "the node left after the last row"
     assert report["finished"] and not report["errors"], report
     assert report["alive_nodes"] == 2
