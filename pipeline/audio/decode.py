@@ -6,8 +6,8 @@ a `category`, so the failed/ output can be grouped by cause; anything else is a 
 
 Two decoders, chosen by the bytes (``probe.sniff``), never by the file name: libsndfile
 (``sndfile_decode``) for WAV, FLAC, MP3, Ogg Vorbis, AIFF, where it decodes correctly and
-fastest; FFmpeg through PyAV (``av_decode``) for Opus (faster), everything else and for the files libsndfile reads
-only in part. Every decode is held against the length the container declares (or, where it
+fastest; FFmpeg through PyAV (``av_decode``) for Ogg Opus (faster), everything else and the files
+libsndfile reads only in part. Every decode is held against the length the container declares (or, where it
 declares none, an estimate from the byte size and bit rate): a shortfall libsndfile leaves is
 decoded again with FFmpeg, and one that remains is never an ordinary result (``truncated_audio``,
 or a row with ``decode_warnings`` under ``decode.on_truncation: keep``).

@@ -80,18 +80,13 @@ def decode_sndfile(
             else:
                 _skip(f, start)
         subtype = raw.subtype if raw is not None else f.subtype
-        dtype, scale = _INTEGER_READ.get(subtype, ("float32", None)) if f.format != "FLAC" else ("float32", None)
+        dtype, scale = ("float32", None) if f.format == "FLAC" else _INTEGER_READ.get(subtype, ("float32", None))
         done = 0
         while done < count:
             block = f.read(min(BLOCK_FRAMES, count - done), dtype=dtype, always_2d=True)
             if not len(block):
                 break
-            if scale is None:
-                sink.add(block, rate)
-            elif channels == 1:
-                sink.add_mono(np.multiply(block[:, 0], scale, dtype=np.float32), rate, 1)
-            else:
-                sink.add(np.multiply(block, scale, dtype=np.float32), rate)
+            sink.add(block if scale is None else np.multiply(block, scale, dtype=np.float32), rate)
             done += len(block)
         integer = subtype in INTEGER_SUBTYPES
     return DecodePass(
