@@ -37,6 +37,14 @@ Why a watcher and not what vLLM and Ray already do (measured with vLLM 0.32 and 
 
 So the watcher works from the process tree: every descendant it ever saw is kept, with its start
 time from ``/proc/<pid>/stat``, until that process is gone, even after it was reparented away.
+A process started after the last record whose parent died with the watched process (a Ray worker
+the raylet started a moment before a driver's SIGKILL, still starting up and waiting for the dead
+raylet) is in no tree the watcher can walk. So when the caller watches itself, :func:`watch` also
+puts a mark in its environment (``LINEAGE_ENV``: the watched pid and start time, appended to any
+mark already there), which every process started from it afterwards inherits (Ray passes its
+environment to the raylet, the raylet to its workers and agents, multiprocessing to EngineCore);
+once the watched process is gone the watcher also ends every process whose initial environment
+(``/proc/<pid>/environ``, readable for one's own processes) carries that mark.
 Only processes seen in the watched process's subtree (or in the subtree of one of those) are ever
 signalled, and each signal goes through a pidfd opened and then checked against the recorded start
 time, so a reused pid is never hit. The watcher is started with ``python -I -S`` and imports only
@@ -47,7 +55,8 @@ SIGINT/SIGHUP) ends it before it has done its work. It prints nothing. Other wat
 ``job-watchdog``) are left alone: each ends its own process's tree. Linux only; elsewhere
 :func:`watch` does nothing.
 
-Run directly as ``python -I -S pipeline/watchdog.py PID START_TIME GRACE_S INTERVAL_S``.
+Run directly as ``python -I -S pipeline/watchdog.py PID START_TIME GRACE_S INTERVAL_S [MARKED]``
+(MARKED ``1``: also end the processes that carry the mark of ``PID``).
 """
 
 from __future__ import annotations
@@ -58,8 +67,9 @@ import sys
 import time
 
 GRACE_S = 3.0  # SIGTERM first (EngineCore's handler tears down its workers), SIGKILL after this
-INTERVAL_S = 0.5  # how often the tree is recorded (a process younger than this may be missed)
+INTERVAL_S = 0.5  # how often the tree is recorded (younger processes: the lineage mark)
 WATCHER_NAME = "job-watchdog"  # the watcher's /proc/<pid>/comm (at most 15 characters)
+LINEAGE_ENV = "QWEN3_ASR_JOB_TREE"  # "PID.START,PID.START": the watched processes one descends from
 
 _started: dict[int, tuple[int, int]] = {}  # watched pid -> (watcher pid, watcher start time)
 
@@ -69,7 +79,9 @@ def watch(pid: int | None = None, *, grace_s: float = GRACE_S, interval_s: float
 
     ``pid`` defaults to this process. One watcher per watched pid from this process: later calls
     return the running one. Returns None where there is nothing to do (not Linux, ``pid`` gone) or
-    the watcher could not start (logged; the caller carries on without it).
+    the watcher could not start (logged; the caller carries on without it). When ``pid`` is this
+    process, its environment gets the lineage mark (``LINEAGE_ENV``) before this returns, so call
+    it before starting the processes it must cover.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -84,7 +96,9 @@ def watch(pid: int | None = None, *, grace_s: float = GRACE_S, interval_s: float
         return None
     import subprocess
 
-    cmd = [sys.executable, "-I", "-S", os.path.abspath(__file__), str(pid), str(info[3]), repr(grace_s), repr(interval_s)]
+    marked = pid == os.getpid()  # only our own environment can carry the mark to what we start
+    cmd = [sys.executable, "-I", "-S", os.path.abspath(__file__), str(pid), str(info[3]), repr(grace_s), repr(interval_s),
+           "1" if marked else "0"]  # fmt: skip
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         with proc.stdout:
@@ -99,7 +113,16 @@ def watch(pid: int | None = None, *, grace_s: float = GRACE_S, interval_s: float
     start = _start_time(watcher)
     if start is not None:
         _started[pid] = (watcher, start)
+    if marked:
+        token = _token(pid, info[3])
+        lineage = [t for t in os.environ.get(LINEAGE_ENV, "").split(",") if t]
+        if token not in lineage:
+            os.environ[LINEAGE_ENV] = ",".join([*lineage, token])
     return watcher
+
+
+def _token(pid: int, start: int) -> str:
+    return f"{pid}.{start}"
 
 
 # --- /proc ---------------------------------------------------------------------------------
@@ -151,6 +174,28 @@ def _children_of(pid: int) -> list[int]:
     return out
 
 
+def _marked(token: bytes) -> list[int]:
+    """Processes whose initial environment carries ``token`` in ``LINEAGE_ENV`` (one pass over
+    /proc; others' processes, whose environment is not ours to read, are skipped)."""
+    key = LINEAGE_ENV.encode() + b"="
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if token not in env:  # the cheap test first; most processes hold no mark at all
+            continue
+        for var in env.split(b"\0"):
+            if var.startswith(key) and token in var[len(key):].split(b","):
+                out.append(int(entry))
+                break
+    return out
+
+
 def _children_table() -> dict[int, list[int]]:
     """parent pid -> children, from one pass over /proc (kernels without ``children`` files)."""
     table: dict[int, list[int]] = {}
@@ -172,11 +217,22 @@ def _ours(info: tuple[str, str, int, int] | None, start: int) -> bool:
 
 
 class _Watcher:
-    def __init__(self, pid: int, start: int, grace_s: float, interval_s: float) -> None:
+    def __init__(self, pid: int, start: int, grace_s: float, interval_s: float, marked: bool = False) -> None:
         self.pid, self.start = pid, start
         self.grace_s, self.interval_s = grace_s, interval_s
+        self.token = _token(pid, start).encode() if marked else None
         self.me = os.getpid()
         self.known: dict[int, int] = {}  # descendant pid -> start time
+
+    def adopt_marked(self) -> None:
+        """Add to ``known`` every live process that carries the watched process's lineage mark:
+        those started since the last record whose parent is already gone."""
+        if self.token is None:
+            return
+        for pid in _marked(self.token):
+            info = _stat(pid)
+            if pid != self.me and pid != self.pid and pid not in self.known and _ours(info, info[3] if info else 0):
+                self.known[pid] = info[3]
 
     def record(self) -> None:
         """Refresh ``known``: the watched process's subtree plus every known process still alive
@@ -233,7 +289,11 @@ class _Watcher:
         for sig, wait_s in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, 2.0)):
             signalled: set[int] = set()
             deadline = time.monotonic() + wait_s
+            adopted = -1.0
             while True:
+                if time.monotonic() - adopted >= 0.5:  # a pass over every process's environment
+                    self.adopt_marked()
+                    adopted = time.monotonic()
                 self.record()  # also picks up children the leftovers start meanwhile
                 if not self.known:
                     return
@@ -272,6 +332,7 @@ def _signal(pid: int, start: int, sig: int) -> bool:
 
 def _main(argv: list[str]) -> None:
     pid, start, grace_s, interval_s = int(argv[0]), int(argv[1]), float(argv[2]), float(argv[3])
+    marked = len(argv) > 4 and argv[4] == "1"
     if os.fork():
         os._exit(0)  # the caller reaps this one; the watcher below is nobody's child
     os.setsid()  # out of the caller's session and process group: their signals are not for us
@@ -283,7 +344,7 @@ def _main(argv: list[str]) -> None:
             f.write(WATCHER_NAME)
     except OSError:
         pass
-    watcher = _Watcher(pid, start, grace_s, interval_s)
+    watcher = _Watcher(pid, start, grace_s, interval_s, marked)
     watcher.record()
     try:
         os.write(1, b"%d\n" % os.getpid())

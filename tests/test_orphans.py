@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.watchdog import WATCHER_NAME, _signal, watch
+from pipeline.watchdog import LINEAGE_ENV, WATCHER_NAME, _signal, watch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,6 +154,45 @@ def test_a_killed_process_tree_ends_with_it_and_nothing_else_does():
         assert bystander.poll() is None, "a process that is not a descendant was ended"
     finally:
         _kill_all({**tree, **orphan, **descendants(parent.pid)})
+        parent.kill()
+        bystander.kill()
+        bystander.wait()
+
+
+# A parent that is recorded once, then starts a process whose own parent exits at once: the
+# process is init's child before any record sees it, as a Ray worker is that the raylet started
+# a moment before the driver's SIGKILL took the raylet with it.
+_LATE = """
+import os, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from pipeline.watchdog import watch
+watcher = watch(grace_s=1.0, interval_s=120)  # one record now, the next in two minutes
+late = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!"], stdout=subprocess.PIPE, text=True)
+orphan = int(late.stdout.readline())
+late.wait()
+print(watcher, orphan, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_process_started_after_the_last_record_ends_with_its_job():
+    # Both carry an older mark: the parent's own is added to it; the bystander has only the old one.
+    env = {**os.environ, LINEAGE_ENV: "1.1"}
+    bystander = subprocess.Popen(["sleep", "300"], env=env)
+    parent = subprocess.Popen([sys.executable, "-c", _LATE, str(REPO)], stdout=subprocess.PIPE, env=env, text=True)
+    watcher, orphan = map(int, parent.stdout.readline().split())
+    procs = {orphan: _stat(orphan)[3], watcher: _stat(watcher)[3]}
+    try:
+        assert orphan not in descendants(parent.pid), "the late process must be nobody's descendant here"
+        mark = Path(f"/proc/{orphan}/environ").read_bytes().split(b"\0")
+        assert f"{LINEAGE_ENV}=1.1,{parent.pid}.{_stat(parent.pid)[3]}".encode() in mark
+        parent.kill()
+        parent.wait()
+        took, left = _wait_gone(procs, timeout=10)
+        assert not left, f"left after {took:.1f}s: {[(p, _cmdline(p)) for p in left]}"
+        assert bystander.poll() is None, "a process with another job's mark was ended"
+    finally:
+        _kill_all(procs)
         parent.kill()
         bystander.kill()
         bystander.wait()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,11 @@ def _rows(prefix: Path) -> list[dict]:
     return rows
 
 
+def _short(cmdline: str) -> str:
+    """A command line without the install prefix of its scripts (which worker, which agent)."""
+    return re.sub(r"\S*/site-packages/", "", cmdline)[:160]
+
+
 def _committed(out: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for d in ("results", "failed") for p in (out / d).glob("*.parquet"))
 
@@ -103,7 +109,7 @@ def resumed(ray_session, tiny_asr_dir, tmp_path_factory):
         driver.kill()  # the driver alone, as the OOM killer or a closed terminal ends it
         driver.wait(timeout=60)
         took, left = _wait_gone({**seen, **watchers}, timeout=20)
-        orphans = {"names": names, "watchers": watchers, "took": took, "left": {p: _cmdline(p)[:80] for p in left}}
+        orphans = {"names": names, "watchers": watchers, "took": took, "left": {p: _short(_cmdline(p)) for p in left}}
     finally:
         _kill_all({**seen, **descendants(driver.pid)})
         if driver.poll() is None:
