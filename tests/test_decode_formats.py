@@ -58,6 +58,45 @@ def test_containers_libsndfile_does_not_read(kind: str, built, tmp_path: Path) -
         assert 0.05 < float(np.abs(out.samples).max()) < 1.0
 
 
+# (container, codec, rate, channels): every sample format FFmpeg hands over, packed and planar.
+SAMPLE_FORMATS = [
+    ("mp4", "aac", 44100, 2),  # fltp
+    ("asf", "wmav2", 44100, 2),  # fltp
+    ("mp4", "alac", 44100, 2),  # s16p
+    ("matroska", "pcm_s16le", 48000, 2),  # s16, channels interleaved in one plane
+    ("matroska", "pcm_s32le", 48000, 1),  # s32
+    ("matroska", "pcm_f64le", 48000, 2),  # dbl
+    ("matroska", "pcm_u8", 48000, 2),  # u8
+]
+
+
+@pytest.mark.parametrize(("fmt", "codec", "rate", "channels"), SAMPLE_FORMATS, ids=[c for _, c, _, _ in SAMPLE_FORMATS])
+def test_ffmpeg_samples_are_the_channel_mean_of_every_frame(fmt: str, codec: str, rate: int, channels: int) -> None:
+    # At the source rate (no resampler) the waveform is the mean of the channels of every frame
+    # FFmpeg decoded, in order, scaled to [-1, 1): PyAV's own AudioFrame.to_ndarray is the reference.
+    import av
+
+    data = A.encode(fmt, codec, 2, rate, channels)
+    with av.open(io.BytesIO(data)) as c:
+        frames = list(c.decode(c.streams.audio[0]))
+        sample_format, nb = frames[0].format, frames[0].layout.nb_channels
+        x = np.concatenate([f.to_ndarray() for f in frames], axis=1)
+    if not sample_format.is_planar:
+        x = x.reshape(-1, nb).T
+    if x.dtype == np.uint8:
+        ref = (x.astype(np.float64) - 128) / 128
+    elif x.dtype.kind == "i":
+        ref = x / float(2 ** (8 * x.dtype.itemsize - 1))
+    else:
+        ref = x.astype(np.float64)
+    ref = ref.mean(axis=0)
+    out = decode_audio(None, data=data, target_sr=rate)
+    assert out.decoder == "ffmpeg" and out.source_channels == channels == nb
+    assert len(out.samples) == len(ref) and len(ref) >= 2 * rate - 2048
+    np.testing.assert_allclose(out.samples, ref, rtol=0, atol=2e-7)
+    assert 0.05 < float(np.abs(out.samples).max()) < 1.0
+
+
 def test_segment_of_an_m4a_is_that_span(built) -> None:
     data = built["aac_m4a"]
     full = decode_audio(None, data=data, target_sr=44100)

@@ -34,19 +34,50 @@ ABSURD_S = 1e7
 _SCALE = {"s16": 1 / 32768, "s16p": 1 / 32768, "s32": 1 / 2**31, "s32p": 1 / 2**31, "s64": 1 / 2**63, "s64p": 1 / 2**63}
 
 
+# FFmpeg's sample formats as numpy dtypes (the planar "p" forms hold one channel per plane).
+_DTYPES = {
+    "u8": np.uint8, "u8p": np.uint8, "s16": np.int16, "s16p": np.int16, "s32": np.int32, "s32p": np.int32,
+    "s64": np.int64, "s64p": np.int64, "flt": np.float32, "fltp": np.float32, "dbl": np.float64, "dblp": np.float64,
+}  # fmt: skip
+
+
 class _Run:
-    """Consecutive decoded frames of one sample format, rate and channel count."""
+    """Consecutive decoded frames of one sample format, rate and channel count.
+
+    Each frame's planes are kept as views of the frame's own buffers (a view holds its frame),
+    and copied once, when the run is handed on. ``AudioFrame.to_ndarray`` would copy every frame
+    into a new array first (``np.vstack`` of its planes): 5-11 us per frame, about 1 ms of the
+    5-7 ms it takes to decode 10 s of AAC, WMA or ALAC at 44.1 kHz."""
 
     def __init__(self, key: tuple[str, bool, int, int]) -> None:
         self.key = key
-        self.arrays: list[np.ndarray] = []
+        fmt, planar, _, channels = key
+        self.dtype = np.dtype(_DTYPES[fmt]) if fmt in _DTYPES else None
+        self.planes: list[list[np.ndarray]] = [[] for _ in range(channels if planar else 1)]
         self.samples = 0
 
+    def add(self, frame: Any) -> None:
+        """Append ``frame`` (a PyAV AudioFrame of this run's key; ``dtype`` is not None)."""
+        n = frame.samples
+        count = n if self.key[1] else n * self.key[3]  # packed: the channels interleaved in one plane
+        for views, plane in zip(self.planes, frame.planes):
+            views.append(np.frombuffer(plane, self.dtype, count))
+        self.samples += n
+
+    def add_samples(self, x: np.ndarray) -> None:
+        """Append mono samples ([n], this run's dtype; a one-channel planar run)."""
+        self.planes[0].append(x)
+        self.samples += len(x)
+
     def mono(self) -> np.ndarray:
-        fmt, planar, rate, channels = self.key
-        x = self.arrays[0] if len(self.arrays) == 1 else np.concatenate(self.arrays, axis=1)
-        if not planar:  # packed: [1, samples x channels]
-            x = x.reshape(-1, channels).T
+        """The run as one mono float32 [samples] array (the mean of the channels), a new array."""
+        fmt, planar, _, channels = self.key
+        if planar:
+            x = np.empty((len(self.planes), self.samples), self.dtype)
+            for row, views in zip(x, self.planes):
+                np.concatenate(views, out=row)
+        else:  # packed: [samples x channels] -> [channels, samples]
+            x = np.concatenate(self.planes[0]).reshape(-1, channels).T
         if fmt in ("u8", "u8p"):
             x = (x.astype(np.float32) - 128.0) / 128.0
         mono = x[0] if channels == 1 else x.mean(axis=0, dtype=np.float32)
@@ -135,15 +166,17 @@ def decode_av(
             rate, channels = frame.sample_rate, frame.layout.nb_channels
             if state["pos"] is None:  # first frame after a seek: its timestamp places it
                 state["pos"] = (float(frame.time) - origin) if frame.time is not None else 0.0
-            key = (frame.format.name, frame.format.is_planar, rate, channels)
+            fmt = frame.format
+            key = (fmt.name, fmt.is_planar, rate, channels)
             run = state["run"]
             if run is not None and (run.key != key or run.samples >= _BLOCK_SAMPLES):
                 emit(run)
                 run = None
             if run is None:
                 run = state["run"] = _Run(key)
-            run.arrays.append(frame.to_ndarray())
-            run.samples += frame.samples
+                if run.dtype is None:
+                    raise AudioError("decode_error", f"{name}: FFmpeg gave samples as {key[0]}, which this decoder does not convert")
+            run.add(frame)
             state["rate"] = state["rate"] or rate
             state["channels"] = max(state["channels"], channels)
 
@@ -156,7 +189,7 @@ def decode_av(
             emit(run)
             state["run"] = None
             silence = _Run(("flt", True, rate, 1))
-            silence.arrays.append(np.zeros((1, n), np.float32))
+            silence.add_samples(np.zeros(n, np.float32))
             emit(silence)
 
         try:
