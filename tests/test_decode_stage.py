@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import soundfile as sf
 
@@ -69,8 +70,10 @@ def test_a_task_output_is_cut_into_tables_of_one_buffer_each(tmp_path: Path) -> 
         paths.append(str(path))
     batch = pa.table({"id": [f"c{i}" for i in range(12)], "audio": paths})
     tables = list(decode_tables(batch, max_chunk_s=30.0, output_bytes=4 * 64000))
-    # Cut after the row that reaches 4 clips' worth: rows 0-3, 4-8 (row 5 failed, no waveform), 9-11.
-    assert [t.num_rows for t in tables] == [4, 5, 3]
+    # At most 4 clips' worth a table: clip i has 16000 + i samples, so three fit and the fourth
+    # would pass the limit. Rows 0-2, 3-6 (row 5 failed, no waveform), 7-9, 10-11.
+    assert [t.num_rows for t in tables] == [3, 4, 3, 2]
+    assert all(pc.sum(pc.list_value_length(t.column("samples"))).as_py() * 4 <= 4 * 64000 for t in tables)
     joined = pa.concat_tables(tables)
     assert joined.column("id").to_pylist() == [f"c{i}" for i in range(12)]  # every row once, in order
     for t in tables:
@@ -81,6 +84,10 @@ def test_a_task_output_is_cut_into_tables_of_one_buffer_each(tmp_path: Path) -> 
         if i != 5:
             assert row["error"] is None and len(row["samples"]) == 16000 + i
             assert row["samples"][0] == pytest.approx(0.01 * (i + 1))
+    # A recording longer than the limit goes alone in its table; the failed row joins the one before.
+    small = list(decode_tables(batch, max_chunk_s=30.0, output_bytes=32000))
+    assert [t.num_rows for t in small] == [1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1]
+    assert pa.concat_tables(small).column("samples").to_pylist() == joined.column("samples").to_pylist()
     # Without a limit, one table; the same rows.
     whole = list(decode_tables(batch, max_chunk_s=30.0, output_bytes=None))
     untimed = [{k: v for k, v in r.items() if k != "decode_s"} for r in rows]

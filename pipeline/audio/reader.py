@@ -80,16 +80,18 @@ class Input:
 
     def __init__(self, *, size: int, path: str | None = None, fileobj: Fetch | None = None, data: bytes | None = None) -> None:
         self.size, self.path, self.fileobj, self.data = size, path, fileobj, data
-        self._opened: list[BinaryIO] = []
+        self._local: BinaryIO | None = None
 
     def _file(self) -> BinaryIO:
+        """The file object behind reads and windows; one per local file, opened once (every
+        user seeks before it reads: ``read_at`` and ``Window`` do)."""
         if self.data is not None:
             return io.BytesIO(self.data)
         if self.fileobj is not None:
             return self.fileobj  # type: ignore[return-value]
-        f = open(self.path, "rb")  # noqa: SIM115  closed by close()
-        self._opened.append(f)
-        return f
+        if self._local is None:
+            self._local = open(self.path, "rb")  # noqa: SIM115  closed by close()
+        return self._local
 
     def read_at(self, start: int, size: int) -> bytes:
         if self.data is not None:
@@ -122,6 +124,6 @@ class Input:
         return Window(self._file(), start, end)  # type: ignore[return-value]
 
     def close(self) -> None:
-        for f in self._opened:
-            f.close()
-        self._opened.clear()
+        if self._local is not None:
+            self._local.close()
+            self._local = None

@@ -31,19 +31,58 @@ def _column(table: pa.Table, name: str) -> list[Any]:
 
 def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.Array:
     lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int32 if lengths.sum() < 2**31 else np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     np_type = value_type.to_pandas_dtype()
     values = np.concatenate(arrays).astype(np_type, copy=False) if arrays else np.empty(0, np_type)
+    return _from_lengths(values, lengths, value_type)
+
+
+def _from_lengths(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A list array over ``values`` (not copied) cut into rows of ``lengths``."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32 if lengths.sum() < 2**31 else np.int64)
+    np.cumsum(lengths, out=offsets[1:])
     list_cls = pa.ListArray if offsets.dtype == np.int32 else pa.LargeListArray
     return list_cls.from_arrays(pa.array(offsets), pa.array(values, type=value_type))
+
+
+class _Waveforms:
+    """The waveforms of one output table, copied into one float32 buffer as each row is decoded
+    (while its samples are still in the CPU's cache; the decoded array is then freed and its
+    memory serves the next recording), not joined at the end from every row's own array."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1)
+        self._buf = np.empty(self.capacity, np.float32)
+        self._used = 0
+        self._lengths: list[int] = []
+
+    @property
+    def nbytes(self) -> int:
+        return self._used * 4
+
+    def fits(self, n: int) -> bool:
+        return self._used + n <= self.capacity
+
+    def add(self, x: np.ndarray) -> None:
+        """Append float32 [n] as the next row (an empty array for a failed row)."""
+        n = len(x)
+        if not self.fits(n):  # one recording longer than a table, or no size limit: grow
+            grown = np.empty(max(self._used + n, 2 * self.capacity), np.float32)
+            grown[: self._used] = self._buf[: self._used]
+            self._buf, self.capacity = grown, len(grown)
+        self._buf[self._used : self._used + n] = x
+        self._used += n
+        self._lengths.append(n)
+
+    def column(self) -> pa.Array:
+        """list<float32>, one row per ``add``, over the buffer itself (handed over, not copied)."""
+        return _from_lengths(self._buf[: self._used], np.asarray(self._lengths, np.int64), pa.float32())
 
 
 # Waveform bytes per output table of a decode task. A task's rows leave it in a few tables of
 # one buffer each: Ray writes a block to the object store buffer by buffer, and a block of 128
 # rows built from 8-row tables (16 chunks per column) took 55-80 ms to store against 10 ms for
 # the same rows in one chunk. Below glibc's largest mmap threshold (32 MiB, see worker_malloc),
-# so the joined buffer comes from heap memory the worker already touched, not fresh pages.
+# so the buffer comes from heap memory the worker already touched, not fresh pages.
 OUTPUT_TABLE_BYTES = 24 * 2**20
 
 
@@ -69,8 +108,8 @@ def decode_tables(
     vad: dict | None = None,
 ) -> Iterator[pa.Table]:
     """For `map_batches(batch_format="pyarrow", fn_kwargs=...)`: the rows of ``batch`` in order,
-    one output row per input row, in tables of about ``output_bytes`` of waveform each (a table
-    is cut after the row that reaches it; None: one table for the whole batch).
+    one output row per input row, in tables of at most ``output_bytes`` of waveform each (a
+    recording longer than that alone in its table; None: one table for the whole batch).
 
     ``vad``: the ``vad`` config section as a dict (``enabled``, ``threshold``, ``min_speech_s``,
     ``min_silence_s``, ``pad_s``, ``max_gap_s``); None or not enabled = no speech detection,
@@ -88,7 +127,8 @@ def decode_tables(
     """
     keep_freed_memory()
     n = batch.num_rows
-    samples: list[np.ndarray] = []
+    capacity = (output_bytes // 4) if output_bytes is not None else 1 << 20
+    samples = _Waveforms(capacity)
     chunks: list[np.ndarray] = []
     rate = [None] * n
     channels = [None] * n
@@ -110,16 +150,16 @@ def decode_tables(
     known = secret_values(storage_options)  # literals to keep out of messages, whatever their form
     keep = [c for c in batch.column_names if c != "audio_bytes"]  # bytes are not needed past here
     first = 0  # the first row of the table being filled
-    pending = 0  # waveform bytes in it
 
     def table(end: int) -> pa.Table:
         """Rows first..end-1 as an output table; the waveforms it holds are handed over."""
+        nonlocal samples
         out = batch.slice(first, end - first).select(keep)
         if "audio" in keep:
             redacted = [None if a is None else redact_url(a, known) for a in sources[first:end]]
             out = out.set_column(keep.index("audio"), "audio", pa.array(redacted, pa.string()))
         new_columns = {
-            "samples": _list_array(samples, pa.float32()),
+            "samples": samples.column(),
             "chunks": _list_array(chunks, pa.int64()),
             "source_sample_rate": pa.array(rate[first:end], pa.int64()),
             "source_channels": pa.array(channels[first:end], pa.int64()),
@@ -131,16 +171,14 @@ def decode_tables(
             "error_stage": pa.array(error_stage[first:end], pa.string()),
             "error": pa.array(error[first:end], pa.string()),
         }
-        samples.clear()
+        samples = _Waveforms(capacity)
         chunks.clear()
         return with_columns(out, new_columns)
 
+    empty = np.empty(0, np.float32)
     for i in range(n):
-        if output_bytes is not None and pending >= output_bytes:
-            yield table(i)
-            first, pending = i, 0
         if error[i] is not None:
-            samples.append(np.empty(0, np.float32))
+            samples.add(empty)
             chunks.append(np.empty(0, np.int64))
             continue
         audio = sources[i]
@@ -172,19 +210,21 @@ def decode_tables(
                 bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
         except AudioError as e:
             error_stage[i], error[i] = "decode", redact_text(f"{e.category}: {e}", known)
-            samples.append(np.empty(0, np.float32))
+            samples.add(empty)
             chunks.append(np.empty(0, np.int64))
         except VadError as e:  # the VAD model is missing or broken: the install, not the file
             error_stage[i], error[i] = "decode", f"vad_error: {e}"
-            samples.append(np.empty(0, np.float32))
+            samples.add(empty)
             chunks.append(np.empty(0, np.int64))
         except Exception as e:  # a bad file must not take the batch down with it
             error_stage[i], error[i] = "decode", redact_text(f"decode_error: {type(e).__name__}: {e}", known)
-            samples.append(np.empty(0, np.float32))
+            samples.add(empty)
             chunks.append(np.empty(0, np.int64))
         else:
-            samples.append(decoded.samples)
-            pending += decoded.samples.nbytes
+            if output_bytes is not None and i > first and not samples.fits(len(decoded.samples)):
+                yield table(i)  # the rows before this one: the table is full
+                first = i
+            samples.add(decoded.samples)
             chunks.append(np.asarray(bounds, dtype=np.int64).reshape(-1))
             rate[i] = decoded.source_sample_rate
             channels[i] = decoded.source_channels
