@@ -87,11 +87,8 @@ def read_manifest(cfg: JobConfig) -> ray.data.Dataset:
     )
     # Ray Data sizes blocks by bytes, and a manifest row is a few hundred bytes that stand for
     # seconds of decoding: a 10,000-row manifest would be one block, i.e. one decode task on one
-    # core. Blocks of a few decode batches spread the work over every core. Strict: every block
-    # but the last holds exactly that many rows, across the reader's parts (not strict, a JSONL
-    # manifest read in four parts of 180 rows went to eight tasks of 128 and 52 rows).
-    rows = cfg.decode.batch_size * cfg.decode.batches_per_task
-    return normalized.repartition(target_num_rows_per_block=rows, strict=True)
+    # core. Blocks of a few decode batches spread the work over every core.
+    return normalized.repartition(target_num_rows_per_block=cfg.decode.batch_size * cfg.decode.batches_per_task)
 
 
 def _csv_header(uri: str, delimiter: str, storage_options: dict) -> list[str]:

@@ -137,23 +137,3 @@ def test_parquet_with_embedded_audio_bytes(s3, ray_session, bucket):
     cut = rows["cut.mp3"]["error"]
     assert cut.startswith("truncated_audio: s3://manifests/hf/cut.mp3: decoded ") and "of the 3.00 s the header declares" in cut
     assert rows["page.mp3"]["error"].startswith("unsupported_format: s3://manifests/hf/page.mp3: not audio: the bytes look like an HTML page")
-
-
-def test_a_manifest_is_cut_into_whole_decode_tasks(s3, ray_session, bucket):
-    # However the reader splits the manifest (a JSONL file read in parts, Parquet shards), the
-    # decode tasks get batch_size x batches_per_task rows each, not a short task per part.
-    import ray
-
-    rows = [{"id": f"r{i:03d}", "audio": f"clips/r{i:03d}.wav"} for i in range(720)]
-    bucket.pipe_file("manifests/big/manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
-    for k in range(5):
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows[k * 50 : (k + 1) * 50]), buf)
-        bucket.pipe_file(f"manifests/shards/part-{k}.parquet", buf.getvalue())
-    for manifest, extra, n in (("s3://manifests/big/manifest.jsonl", [], 720), ("s3://manifests/shards/", ["input.format=parquet"], 250)):
-        cfg = _cfg(s3, manifest, *extra, "decode.batch_size=8", "decode.batches_per_task=16")
-        blocks = [ray.get(ref) for ref in read_manifest(cfg).materialize().get_internal_block_refs()]
-        sizes = [b.num_rows for b in blocks]
-        assert sizes[:-1] == [128] * (len(sizes) - 1) and 0 < sizes[-1] <= 128, (manifest, sizes)
-        ids = sorted(i for b in blocks for i in b.column("id").to_pylist())
-        assert ids == [f"r{i:03d}" for i in range(n)]  # every row once
