@@ -230,8 +230,10 @@ class _Watcher:
         if self.token is None:
             return
         for pid in _marked(self.token):
+            if pid in self.known or pid in (self.me, self.pid):
+                continue
             info = _stat(pid)
-            if pid != self.me and pid != self.pid and pid not in self.known and _ours(info, info[3] if info else 0):
+            if info is not None and _ours(info, info[3]):
                 self.known[pid] = info[3]
 
     def record(self) -> None:

@@ -55,10 +55,6 @@ class _Waveforms:
         self._used = 0
         self._lengths: list[int] = []
 
-    @property
-    def nbytes(self) -> int:
-        return self._used * 4
-
     def fits(self, n: int) -> bool:
         return self._used + n <= self.capacity
 
