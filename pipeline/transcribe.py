@@ -22,7 +22,7 @@ import ray
 from ray.data.expressions import col
 
 from pipeline.align.subtitle_stage import SUBTITLES_DIR, write_subtitles
-from pipeline.audio.stage import decode_tables
+from pipeline.audio.stage import OUTPUT_TABLE_BYTES, decode_tables
 from pipeline.config import AlignJobConfig, EngineConfig, JobConfig
 from pipeline.io import storage
 from pipeline.io.commit import commit_rows, committed_ids, committed_rows, drop_done
@@ -237,6 +237,9 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
         fn_kwargs={
             # The align job plans its chunks for the aligner; ASR chunks are reused by alignment.
             "max_chunk_s": cfg.asr.max_chunk_s if transcribing else cfg.align.max_chunk_s,
+            # Output tables as large as Ray Data's blocks: smaller ones are joined into a block
+            # of many chunks, which the object store writes slower (see stage.OUTPUT_TABLE_BYTES).
+            "output_bytes": ray.data.DataContext.get_current().target_max_block_size or OUTPUT_TABLE_BYTES,
             "storage_options": dict(cfg.input.storage_options),
             "max_audio_s": cfg.decode.max_audio_s,
             "min_audio_s": cfg.decode.min_audio_s,

@@ -96,6 +96,40 @@ def test_a_task_output_is_cut_into_tables_of_one_buffer_each(tmp_path: Path) -> 
     assert len(empty) == 1 and empty[0].num_rows == 0 and "samples" in empty[0].column_names
 
 
+def test_a_table_buffer_is_reused_only_once_nothing_holds_its_table(tmp_path: Path) -> None:
+    from pipeline.audio.stage import decode_tables
+
+    def clips(tag: str, level: float) -> pa.Table:
+        paths = []
+        for i in range(3):
+            path = tmp_path / f"{tag}{i}.wav"
+            sf.write(str(path), np.full(16000, level * (i + 1), np.float32), 16000, subtype="FLOAT")
+            paths.append(str(path))
+        return pa.table({"id": [f"{tag}{i}" for i in range(3)], "audio": paths})
+
+    def address(table: pa.Table) -> int:
+        return table.column("samples").chunk(0).values.buffers()[1].address
+
+    first, second = clips("a", 0.01), clips("b", 0.02)
+    [kept] = decode_tables(first, max_chunk_s=30.0)
+    expected = kept.column("samples").to_pylist()
+    # While a table is alive (a caller holds it, or Ray has not stored it yet), a later batch
+    # must not write over its samples.
+    [other] = decode_tables(second, max_chunk_s=30.0)
+    assert kept.column("samples").to_pylist() == expected
+    assert address(other) != address(kept)
+    assert other.column("samples").to_pylist()[0][0] == pytest.approx(0.02)
+    # Once the last table is gone, the next batches write into its buffer (no fresh pages per task).
+    reused = address(other)
+    del other
+    for batch in (first, second, first):
+        [table] = decode_tables(batch, max_chunk_s=30.0)
+        assert address(table) == reused
+        assert table.column("samples").to_pylist()[2][0] == pytest.approx(3 * (0.01 if batch is first else 0.02))
+        del table
+    assert kept.column("samples").to_pylist() == expected
+
+
 def test_waveforms_of_a_batch_are_its_own_rows_whatever_the_chunks() -> None:
     from pipeline.io.schema import waveforms
 

@@ -7,6 +7,8 @@ as Arrow list<float32> built from one contiguous buffer (no per-sample Python ob
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -47,11 +49,15 @@ def _from_lengths(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataTy
 class _Waveforms:
     """The waveforms of one output table, copied into one float32 buffer as each row is decoded
     (while its samples are still in the CPU's cache; the decoded array is then freed and its
-    memory serves the next recording), not joined at the end from every row's own array."""
+    memory serves the next recording), not joined at the end from every row's own array.
+
+    The buffer is the process's spare one (``_table_buffer``) when no earlier table still holds
+    it."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 1)
-        self._buf = np.empty(self.capacity, np.float32)
+        # Taken at the first row: the table after a task's last one is never filled.
+        self._buf: np.ndarray | None = None
         self._used = 0
         self._lengths: list[int] = []
 
@@ -61,6 +67,8 @@ class _Waveforms:
     def add(self, x: np.ndarray) -> None:
         """Append float32 [n] as the next row (an empty array for a failed row)."""
         n = len(x)
+        if self._buf is None:
+            self._buf = _table_buffer(self.capacity)
         if not self.fits(n):  # one recording longer than a table, or no size limit: grow
             grown = np.empty(max(self._used + n, 2 * self.capacity), np.float32)
             grown[: self._used] = self._buf[: self._used]
@@ -71,15 +79,44 @@ class _Waveforms:
 
     def column(self) -> pa.Array:
         """list<float32>, one row per ``add``, over the buffer itself (handed over, not copied)."""
-        return _from_lengths(self._buf[: self._used], np.asarray(self._lengths, np.int64), pa.float32())
+        values = self._buf[: self._used] if self._buf is not None else np.empty(0, np.float32)
+        return _from_lengths(values, np.asarray(self._lengths, np.int64), pa.float32())
 
 
-# Waveform bytes per output table of a decode task. A task's rows leave it in a few tables of
-# one buffer each: Ray writes a block to the object store buffer by buffer, and a block of 128
-# rows built from 8-row tables (16 chunks per column) took 55-80 ms to store against 10 ms for
-# the same rows in one chunk. Below glibc's largest mmap threshold (32 MiB, see worker_malloc),
-# so the buffer comes from heap memory the worker already touched, not fresh pages.
-OUTPUT_TABLE_BYTES = 24 * 2**20
+_spare: list[np.ndarray] = []  # this process's last table buffer (one at most)
+_spare_lock = threading.Lock()
+
+
+def _table_buffer(n: int) -> np.ndarray:
+    """float32 [n] for an output table: the process's spare buffer when it is large enough and
+    nothing references it any more (its last table was written to the object store and freed),
+    else a new one, which becomes the spare.
+
+    A buffer larger than glibc's mmap threshold is a fresh mapping each time it is allocated,
+    so every 4 KiB page of it costs a page fault and a clear on first write: about 30 ms for the
+    80 MB of a 128-row task of 10-s clips, 5 % of the task. Reusing the last table's buffer
+    writes pages the process already holds. A table still alive (a caller of decode_batch keeps
+    it, a long task's earlier table waits in Ray Data's output buffer) still holds a view of its
+    buffer, so it is never written over: the reference count says so.
+    """
+    with _spare_lock:
+        if _spare:
+            buf = _spare[0]
+            # References: the list, ``buf`` and getrefcount's argument; a table's view adds one.
+            if len(buf) >= n and sys.getrefcount(buf) == 3:
+                return buf[:n]
+        buf = np.empty(n, np.float32)
+        _spare[:] = [buf]
+        return buf
+
+
+# Waveform bytes per output table of a decode task, by default Ray Data's own block size
+# (DataContext.target_max_block_size, 128 MiB; transcribe.decode passes the job's): a task's
+# rows leave it in as few tables as that allows, one buffer each. Ray writes a block to the
+# object store buffer by buffer, and Ray Data joins a task's smaller tables into one block of
+# many chunks: 128 rows of 10-s clips in four 24 MiB tables took 14-22 ms to store against
+# 9-11 ms as one table, and 128 rows from 8-row tables 55-80 ms.
+OUTPUT_TABLE_BYTES = 128 * 2**20
 
 
 def decode_batch(batch: pa.Table, **options: Any) -> pa.Table:
