@@ -37,6 +37,7 @@ def start_ray(cfg: RayConfig) -> None:
         num_cpus=cfg.num_cpus,
         object_store_memory=cfg.object_store_memory,
         include_dashboard=False,
+        _system_config={"worker_niceness": worker_niceness(cfg)},
         **logs.ray_init_kwargs(),
     )
     resources = ray.cluster_resources()
@@ -44,3 +45,24 @@ def start_ray(cfg: RayConfig) -> None:
         "started an embedded local Ray: %g CPUs, %g GPUs", resources.get("CPU", 0), resources.get("GPU", 0)
     )
     logs.announce_log_dir()
+
+
+def worker_niceness(cfg: RayConfig) -> int:
+    """Ray's ``worker_niceness`` for an embedded Ray: how much nicer than the driver its workers
+    run (Ray adds it to the niceness a worker inherits). ``cfg.worker_niceness`` is the niceness
+    the workers should have; unset, the driver's own (``nice -n 10 python -m jobs.transcribe``
+    runs its workers at 10 too). A value below the driver's is not reachable without privileges:
+    the workers stay at the driver's, with a warning.
+
+    Not Ray's default of 15: the decode tasks would then yield to every ordinary process and
+    kernel thread on the machine, the driver that feeds them included (on this project's 2-core
+    machine decoding through the pipeline ran a few percent slower next to the same loop at the
+    driver's niceness).
+    """
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    if cfg.worker_niceness is None:
+        return 0
+    if cfg.worker_niceness < own:
+        logger.warning("ray.worker_niceness %d is below this process's niceness %d: workers run at %d", cfg.worker_niceness, own, own)
+        return 0
+    return cfg.worker_niceness - own

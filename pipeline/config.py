@@ -325,6 +325,15 @@ class RayConfig(_Strict):
     )
     num_cpus: int | None = Field(default=None, gt=0, description="CPUs for an embedded local Ray")
     object_store_memory: int | None = Field(default=None, gt=0)
+    # Ray starts workers at niceness 15 so its own daemons win the CPU; on a machine that runs the
+    # job itself (a laptop, one box) that also puts decoding below every ordinary process and the
+    # kernel's housekeeping. A cluster's workers keep what its `ray start` set (RAY_worker_niceness).
+    worker_niceness: int | None = Field(
+        default=None,
+        ge=0,
+        le=19,
+        description="Niceness of an embedded local Ray's workers; unset = the driver's own (Ray's default is 15)",
+    )
 
 
 class ProgressConfig(_Strict):
