@@ -63,6 +63,8 @@ def worker_niceness(cfg: RayConfig) -> int:
     if cfg.worker_niceness is None:
         return 0
     if cfg.worker_niceness < own:
-        logger.warning("ray.worker_niceness %d is below this process's niceness %d: workers run at %d", cfg.worker_niceness, own, own)
+        logger.warning(
+            "ray.worker_niceness %d is below this process's niceness %d: workers run at %d", cfg.worker_niceness, own, own
+        )
         return 0
     return cfg.worker_niceness - own
