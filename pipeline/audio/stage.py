@@ -208,11 +208,13 @@ def decode_tables(
         chunks.clear()
         return with_columns(out, new_columns)
 
-    empty = np.empty(0, np.float32)
+    def failed_row() -> None:  # no waveform, no chunks; the row's error says why
+        samples.add(np.empty(0, np.float32))
+        chunks.append(np.empty(0, np.int64))
+
     for i in range(n):
         if error[i] is not None:
-            samples.add(empty)
-            chunks.append(np.empty(0, np.int64))
+            failed_row()
             continue
         audio = sources[i]
         data = embedded[i].as_py() if embedded is not None else None
@@ -243,16 +245,13 @@ def decode_tables(
                 bounds = plan_chunks(decoded.samples, SAMPLE_RATE, max_chunk_s)
         except AudioError as e:
             error_stage[i], error[i] = "decode", redact_text(f"{e.category}: {e}", known)
-            samples.add(empty)
-            chunks.append(np.empty(0, np.int64))
+            failed_row()
         except VadError as e:  # the VAD model is missing or broken: the install, not the file
             error_stage[i], error[i] = "decode", f"vad_error: {e}"
-            samples.add(empty)
-            chunks.append(np.empty(0, np.int64))
+            failed_row()
         except Exception as e:  # a bad file must not take the batch down with it
             error_stage[i], error[i] = "decode", redact_text(f"decode_error: {type(e).__name__}: {e}", known)
-            samples.add(empty)
-            chunks.append(np.empty(0, np.int64))
+            failed_row()
         else:
             if output_bytes is not None and i > first and not samples.fits(len(decoded.samples)):
                 yield table(i)  # the rows before this one: the table is full
