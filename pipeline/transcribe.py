@@ -253,10 +253,10 @@ def decode(cfg: JobConfig | AlignJobConfig, manifest: ray.data.Dataset) -> ray.d
         },
         batch_format="pyarrow",
         # A block (read_manifest cuts the manifest into blocks of batch_size x batches_per_task
-        # rows) in one call: its output leaves in a few tables of one buffer each (see
-        # decode_tables), not one table per small batch. None, not a row count: with a count Ray
-        # Data bundles smaller blocks into one task to reach it (a 16-row manifest read as four
-        # blocks went to one task on one core instead of four).
+        # rows) in one call: its output leaves in tables of one buffer each, as large as Ray
+        # Data's blocks (see decode_tables), not one table per small batch. None, not a row
+        # count: with a count Ray Data bundles smaller blocks into one task to reach it (a 16-row
+        # manifest read as four blocks went to one task on one core instead of four).
         batch_size=None,
         num_cpus=cfg.decode.num_cpus,
         compute=ray.data.TaskPoolStrategy(size=cfg.decode.concurrency) if cfg.decode.concurrency else None,
