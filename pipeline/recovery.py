@@ -10,6 +10,12 @@ itself; rows still missing after that are written to failed/ as ``worker_crashed
 
 Nothing is duplicated by this: rows are committed only by the last stage, under a file name made
 from the ids they hold (``commit_stage``), and the retry pass reads what is committed first.
+
+An engine actor can also die for good: Ray does not restart an actor whose restart raised in its
+constructor (an engine that no longer starts on the node it was moved to) or that exited on
+purpose. Ray Data 2.60 keeps such an actor in its pool and never replaces it, so a fixed-size
+pool has no actor left and the job waits forever (ray-project/ray#62746); ``release_dead_actors``
+makes the pool let it go, and Ray Data starts a new one.
 """
 
 from __future__ import annotations
@@ -41,6 +47,48 @@ def tolerate_lost_blocks(ds: ray.data.Dataset) -> Iterator[ray.data.Dataset]:
         yield ds
     finally:
         context.max_errored_blocks = before
+
+
+def release_dead_actors() -> None:
+    """Make Ray Data's actor pools release an actor that died for good, so the pool starts a new
+    one instead of waiting on it forever. Idempotent; patches this (driver) process, where Ray
+    Data's executor runs.
+
+    The change follows the fix proposed upstream (ray-project/ray#65543, for #62746): after each
+    refresh of actor states, actors whose state is DEAD leave the pool (an unknown state, which can
+    be transient, is left alone as before), and a task that completes on an actor already released
+    is not counted again. A new actor's own failure to start still fails the job, with its error
+    (``DataContext.max_consecutive_actor_init_deaths``). Written for the pinned Ray 2.60; a Ray
+    without these internals raises ``RuntimeError`` here rather than running unguarded.
+    """
+    try:
+        from ray.data._internal.execution.operators import actor_pool_map_operator as apm
+
+        pool_cls, dead = apm._ActorPool, apm._ACTOR_STATE_DEAD
+        refresh, completed = pool_cls.refresh_actor_state, pool_cls.on_task_completed
+        release = pool_cls._release_running_actor
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError(f"release_dead_actors: Ray {ray.__version__} lacks the actor pool internals it patches") from e
+    if getattr(pool_cls, "_releases_dead_actors", False):
+        return
+
+    def refresh_actor_state(self) -> None:
+        refresh(self)
+        for actor in [a for a in self._running_actors if a._get_local_state() == dead]:
+            logger.warning(
+                "%s: an actor died for good (see the actor's log); starting another in its place",
+                self.map_worker_cls_name,
+            )
+            release(self, actor)
+
+    def on_task_completed(self, actor) -> None:
+        # A task of a released actor fails after the release, which already uncounted it.
+        if actor in self._running_actors:
+            completed(self, actor)
+
+    pool_cls.refresh_actor_state = refresh_actor_state
+    pool_cls.on_task_completed = on_task_completed
+    pool_cls._releases_dead_actors = True
 
 
 def one_row_at_a_time(cfg):

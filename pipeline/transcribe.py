@@ -30,7 +30,7 @@ from pipeline.io.manifest import detect_format, normalize_manifest
 from pipeline.io.manifest_lines import JsonlLinesDatasource, parse_lines
 from pipeline.io.schema import conform, with_columns
 from pipeline.output.stage import FILE_FORMATS, format_dir, write_output_files
-from pipeline.recovery import retry_lost_rows, tolerate_lost_blocks
+from pipeline.recovery import release_dead_actors, retry_lost_rows, tolerate_lost_blocks
 from pipeline.report.page import write_report
 from pipeline.report.progress import ProgressReporter
 from pipeline.score.metrics import collect_metrics, print_summary
@@ -208,7 +208,9 @@ def engine_options(engine: EngineConfig, gpus: float) -> dict:
 
 def actor_pool(min_size: int, max_size: int, in_flight: int, *, isolate: bool = False) -> ray.data.ActorPoolStrategy:
     """``isolate``: one batch on an actor at a time, none queued, so an actor that dies takes
-    only that batch with it (the one-row retry pass, pipeline/recovery.py)."""
+    only that batch with it (the one-row retry pass, pipeline/recovery.py). An actor that dies for
+    good is replaced (``release_dead_actors``)."""
+    release_dead_actors()
     if isolate:
         return ray.data.ActorPoolStrategy(
             min_size=min_size, max_size=max_size, max_tasks_in_flight_per_actor=1, max_concurrent_calls_per_actor=1
