@@ -29,6 +29,29 @@ def _asr_actor_node() -> str | None:
     return None
 
 
+def _death(cause) -> str:
+    """An ActorDeathCause proto in a line: which context, and the end of its message."""
+    kind = cause.WhichOneof("context")
+    if not kind:
+        return ""
+    ctx = getattr(cause, kind)
+    text = getattr(ctx, "formatted_exception_string", "") or getattr(ctx, "error_message", "") or str(ctx)
+    return f"{kind}: " + " ".join(text.split())[-600:]
+
+
+def _actor_states() -> list[dict]:
+    """Every actor of the cluster as the GCS has it: class, state, restarts, node, why it died."""
+    from ray._private.state import actors
+
+    return [
+        {
+            "class": a["ActorClassName"], "state": a["State"], "restarts": a["NumRestarts"],
+            "node": a["Address"]["NodeID"][:8], "death": _death(a["DeathCause"]),
+        }
+        for a in actors().values()
+    ]  # fmt: skip
+
+
 def main(manifest: str, out: str, model: str, cache: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
@@ -67,7 +90,8 @@ def main(manifest: str, out: str, model: str, cache: str) -> None:
         if w.node_id == node_id:
             cluster.remove_node(w, allow_graceful=False)
             removed = node_id
-    thread.join(timeout=900)
+    # Finished within a minute of the removal here (the replacement engine's start included).
+    thread.join(timeout=300)
     r = result.get("run")
     print(json.dumps({
         "removed_node": removed,
@@ -77,6 +101,8 @@ def main(manifest: str, out: str, model: str, cache: str) -> None:
         "rows": None if r is None else [r.rows_read, r.rows_written, r.rows_failed],
         "recovery": None if r is None else r.metrics.get("recovery"),
         "alive_nodes": sum(1 for n in ray.nodes() if n["Alive"]),
+        # What Ray says about the actors, for a run that did not end.
+        "actors": None if not thread.is_alive() else _actor_states(),
     }), flush=True)
     ray.shutdown()
     cluster.shutdown()
